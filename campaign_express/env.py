@@ -1,0 +1,244 @@
+"""The platform's configuration, read from the environment once and without Django.
+
+Every process (web, bidder, worker, consumers) reads the same variables through this module,
+so a variable means the same thing everywhere and the bid path can use it without importing
+Django. ``VARIABLES`` is the single list of what exists; `.env.example` and
+`docs/configuration.md` are checked against it by the test suite.
+
+In production mode (``CAMPAIGN_EXPRESS__MODE=production``) a missing required variable stops
+start-up with a ``ConfigError`` that names it; in embedded mode every backend URL left unset
+selects the in-process default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "CAMPAIGN_EXPRESS__"
+
+
+class ConfigError(Exception):
+    """A variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    meaning: str
+    required_in_production: bool = False
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(f"{PREFIX}MODE", "embedded",
+             "`embedded` (unset backends run in-process) or `production` (required variables "
+             "must be set, start-up stops naming the first one missing)"),
+    Variable(f"{PREFIX}SECRET_KEY", "(generated into DATA_DIR/secret_key)",
+             "Django secret key: signs sessions and CSRF tokens", required_in_production=True),
+    Variable(f"{PREFIX}DEBUG", "false", "Django debug pages; never true in production"),
+    Variable(f"{PREFIX}ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]",
+             "comma-separated host names the web process answers", required_in_production=True),
+    Variable(f"{PREFIX}CSRF_TRUSTED_ORIGINS", "",
+             "comma-separated origins (scheme://host) allowed to post forms across origins"),
+    Variable(f"{PREFIX}DATA_DIR", "var",
+             "where embedded mode keeps its SQLite file, chDB data, media uploads and secret key"),
+    Variable(f"{PREFIX}NODE_ID", "(host name)",
+             "this process's node id in events and metrics (Kubernetes sets the pod name)"),
+    Variable(f"{PREFIX}AGENTS_PER_NODE", "20", "bid agents consuming `campaign-bids` per node"),
+    Variable(f"{PREFIX}API__HOST", "0.0.0.0", "address the HTTP, gRPC and metrics servers bind"),
+    Variable(f"{PREFIX}API__HTTP_PORT", "8080", "HTTP port (web and bidder)"),
+    Variable(f"{PREFIX}API__GRPC_PORT", "9090", "gRPC port of the bidder"),
+    Variable(f"{PREFIX}METRICS__PORT", "9091", "Prometheus metrics port of the bidder"),
+    Variable(f"{PREFIX}NPU__DEVICE", "cpu",
+             "inference device; `xdna` implies the `xdna` provider when PROVIDER is unset"),
+    Variable(f"{PREFIX}NPU__PROVIDER", "(from DEVICE: cpu)",
+             "inference provider: cpu, cuda, tensorrt, remote, xdna, ampere, groq, inferentia2, "
+             "inferentia3, tenstorrent"),
+    Variable(f"{PREFIX}NPU__MODEL_PATH", "(the shipped default model)",
+             "path of the ONNX offer-scoring model"),
+    Variable(f"{PREFIX}NPU__NUM_THREADS", "4", "onnxruntime intra-op threads"),
+    Variable(f"{PREFIX}NPU__FALLBACK", "",
+             "set to `cpu` to fall back to the CPU provider (with a warning and a metric) when "
+             "the configured one is unavailable; empty means fail at start"),
+    Variable(f"{PREFIX}LOYALTY__ENABLED", "true", "loyalty programs and loyalty-aware bidding"),
+    Variable(f"{PREFIX}DSP__ENABLED", "false", "route bid requests to partner DSPs"),
+    Variable(f"{PREFIX}LOG", "info",
+             "log filter in RUST_LOG style: a default level, then `logger=level` pairs, "
+             "comma-separated (`info,campaigns=debug,django.db=warning`)"),
+    Variable(f"{PREFIX}LOG_FORMAT", "text", "`text` for people, `json` for log collectors"),
+    Variable(f"{PREFIX}MEDIA__S3_BUCKET", "",
+             "store uploaded creative assets in this S3-compatible bucket instead of DATA_DIR/media"),
+    Variable(f"{PREFIX}MEDIA__S3_ENDPOINT_URL", "",
+             "endpoint of the S3-compatible store (empty: AWS); credentials come from "
+             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"),
+    Variable("DATABASE_URL", "sqlite:///DATA_DIR/campaign_express.sqlite3",
+             "relational store, e.g. `postgres://user:pass@host:5432/campaign_express`",
+             required_in_production=True),
+    Variable("REDIS_URL", "(in-process store)",
+             "profiles, frequency caps and budget counters, e.g. `redis://host:6379/0`",
+             required_in_production=True),
+    Variable("NATS_URL", "(in-process bus)",
+             "NATS with JetStream for config push, ingest, bid agents and analytics, "
+             "e.g. `nats://host:4222`", required_in_production=True),
+    Variable("CLICKHOUSE_URL", "(chDB in DATA_DIR/chdb)",
+             "ClickHouse over the native protocol, e.g. `clickhouse://user:pass@host:9000/campaign_express`",
+             required_in_production=True),
+    Variable("CELERY_BROKER_URL", "(tasks run in-process)",
+             "Celery broker, e.g. `redis://host:6379/1`; unset runs tasks and the beat schedule "
+             "inside the platform process", required_in_production=True),
+)
+
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    secret_key: str
+    debug: bool
+    allowed_hosts: tuple[str, ...]
+    csrf_trusted_origins: tuple[str, ...]
+    data_dir: Path
+    node_id: str
+    agents_per_node: int
+    api_host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    npu_device: str
+    npu_provider: str
+    npu_model_path: str
+    npu_num_threads: int
+    npu_fallback: str
+    loyalty_enabled: bool
+    dsp_enabled: bool
+    log_filter: str
+    log_format: str
+    media_s3_bucket: str
+    media_s3_endpoint_url: str
+    database_url: str
+    redis_url: str
+    nats_url: str
+    clickhouse_url: str
+    celery_broker_url: str
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode == "production"
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str], production: bool) -> None:
+        self.environ = environ
+        self.production = production
+
+    def raw(self, name: str) -> str:
+        value = self.environ.get(name, "").strip()
+        if not value and self.production and _required(name):
+            raise ConfigError(f"{name} is required when {PREFIX}MODE=production; see .env.example")
+        return value
+
+    def text(self, name: str) -> str:
+        return self.raw(name) or _plain_default(name)
+
+    def integer(self, name: str, low: int = 0, high: int = 2**31) -> int:
+        value = self.text(name)
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
+        return number
+
+    def boolean(self, name: str) -> bool:
+        value = self.text(name).lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def items(self, name: str) -> tuple[str, ...]:
+        return tuple(item.strip() for item in self.text(name).split(",") if item.strip())
+
+
+def _required(name: str) -> bool:
+    return any(v.name == name and v.required_in_production for v in VARIABLES)
+
+
+def _plain_default(name: str) -> str:
+    """The default when it is a literal value; descriptions in parentheses mean "computed"."""
+    default = _DEFAULTS[name]
+    return "" if default.startswith("(") or "DATA_DIR" in default else default
+
+
+PROVIDERS = ("cpu", "cuda", "tensorrt", "remote", "xdna", "ampere", "groq", "inferentia2",
+             "inferentia3", "tenstorrent")
+
+
+def load(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check every variable; raise ConfigError naming the first bad one."""
+    environ = os.environ if environ is None else environ
+    mode = _Reader(environ, production=False).choice(f"{PREFIX}MODE", ("embedded", "production"))
+    read = _Reader(environ, production=mode == "production")
+    data_dir = Path(read.text(f"{PREFIX}DATA_DIR")).resolve()
+    device = read.text(f"{PREFIX}NPU__DEVICE").lower()
+    provider = read.raw(f"{PREFIX}NPU__PROVIDER").lower() or ("xdna" if device == "xdna" else "cpu")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{PREFIX}NPU__PROVIDER must be one of {', '.join(PROVIDERS)}, "
+                          f"got {provider!r}")
+    return Config(
+        mode=mode,
+        secret_key=read.raw(f"{PREFIX}SECRET_KEY") or _embedded_secret_key(data_dir),
+        debug=read.boolean(f"{PREFIX}DEBUG"),
+        allowed_hosts=read.items(f"{PREFIX}ALLOWED_HOSTS"),
+        csrf_trusted_origins=read.items(f"{PREFIX}CSRF_TRUSTED_ORIGINS"),
+        data_dir=data_dir,
+        node_id=read.raw(f"{PREFIX}NODE_ID") or socket.gethostname(),
+        agents_per_node=read.integer(f"{PREFIX}AGENTS_PER_NODE", low=1, high=10_000),
+        api_host=read.text(f"{PREFIX}API__HOST"),
+        http_port=read.integer(f"{PREFIX}API__HTTP_PORT", high=65535),
+        grpc_port=read.integer(f"{PREFIX}API__GRPC_PORT", high=65535),
+        metrics_port=read.integer(f"{PREFIX}METRICS__PORT", high=65535),
+        npu_device=device,
+        npu_provider=provider,
+        npu_model_path=read.raw(f"{PREFIX}NPU__MODEL_PATH"),
+        npu_num_threads=read.integer(f"{PREFIX}NPU__NUM_THREADS", low=1, high=1024),
+        npu_fallback=read.text(f"{PREFIX}NPU__FALLBACK").lower(),
+        loyalty_enabled=read.boolean(f"{PREFIX}LOYALTY__ENABLED"),
+        dsp_enabled=read.boolean(f"{PREFIX}DSP__ENABLED"),
+        log_filter=read.text(f"{PREFIX}LOG"),
+        log_format=read.choice(f"{PREFIX}LOG_FORMAT", ("text", "json")),
+        media_s3_bucket=read.raw(f"{PREFIX}MEDIA__S3_BUCKET"),
+        media_s3_endpoint_url=read.raw(f"{PREFIX}MEDIA__S3_ENDPOINT_URL"),
+        database_url=read.raw("DATABASE_URL")
+        or f"sqlite:///{data_dir / 'campaign_express.sqlite3'}",
+        redis_url=read.raw("REDIS_URL"),
+        nats_url=read.raw("NATS_URL"),
+        clickhouse_url=read.raw("CLICKHOUSE_URL"),
+        celery_broker_url=read.raw("CELERY_BROKER_URL"),
+    )
+
+
+def _embedded_secret_key(data_dir: Path) -> str:
+    """Embedded mode keeps one random key per data directory, so sessions survive restarts."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

@@ -1,0 +1,56 @@
+"""Run the whole platform in one process: web, scheduled tasks and (later) the bidder.
+
+Embedded mode's single command: it migrates, optionally loads demo data, starts the
+in-process task runner when no Celery broker is configured, and serves HTTP with uvicorn.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Migrate, optionally seed demo data, and serve the platform on one port."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--demo", action="store_true", help="load demo data (idempotent)")
+        parser.add_argument("--host", default=settings.CONFIG.api_host)
+        parser.add_argument("--port", type=int, default=settings.CONFIG.http_port)
+        parser.add_argument("--no-migrate", action="store_true",
+                            help="skip `migrate` (production runs it as its own step)")
+
+    def handle(self, *args, demo: bool, host: str, port: int, no_migrate: bool,
+               **options) -> None:
+        import uvicorn
+
+        from campaign_express.celery import BEAT_SCHEDULE
+        from campaign_express.tasks import InProcessRunner, runner
+
+        if not no_migrate:
+            call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write("Database migrated.")
+        if demo:
+            call_command("seed_demo", stdout=self.stdout)
+        tasks = runner()
+        if isinstance(tasks, InProcessRunner):
+            tasks.start_schedule(BEAT_SCHEDULE)
+            self.stdout.write(f"Scheduled tasks run in-process ({len(BEAT_SCHEDULE)} entries).")
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        self.stdout.write(
+            f"\nCampaign Express is starting on {base}\n"
+            f"  admin      {base}/admin/\n"
+            f"  API        {base}/api/v1/\n"
+            f"  API docs   {base}/api/docs/\n"
+            f"  health     {base}/health   readiness {base}/ready\n"
+            f"  API token  curl -s -X POST {base}/api/v1/auth/token/ "
+            "-d username=marketer -d password=PASSWORD\n"
+            f"  campaigns  curl -s {base}/api/v1/campaigns/ -H 'Authorization: Token TOKEN'\n")
+        try:
+            uvicorn.run("campaign_express.asgi:application", host=host, port=port,
+                        lifespan="off", log_level="info", access_log=False)
+        finally:
+            if isinstance(tasks, InProcessRunner):
+                tasks.stop()

@@ -1,0 +1,9 @@
+"""Test settings: the same as base, with fast password hashing and media in a temporary folder."""
+
+import tempfile
+from pathlib import Path
+
+from campaign_express.settings.base import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="campaign-express-media-"))
