@@ -7,3 +7,4 @@ from campaign_express.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="campaign-express-media-"))
+CHDB_PATH = Path(tempfile.mkdtemp(prefix="campaign-express-chdb-")) / "chdb"

@@ -1,0 +1,478 @@
+"""Message bus: config push, model updates, ingest, bid agents and the analytics stream.
+
+`NatsBus` is the production implementation (NATS with JetStream); `InProcessBus` gives one
+embedded-mode process the same semantics with asyncio alone. Both pass
+`tests/backends/test_bus_contract.py`, so code written against `Bus` behaves the same in a
+demo and in production: NATS subject wildcards (`*` one token, `>` one or more trailing
+tokens), queue groups (each message to exactly one member), request/reply where nobody
+answering is a `BusTimeout`, and a key-value store whose revisions only increase.
+
+Bid requests travel by core request/reply on `campaign-bids.bid-requests` (queue group
+`bid-agents`). This module never creates a stream capturing that subject: a stream would ack
+the request itself and the requester would read the ack as the answer. The only streams it
+creates are key-value buckets (`KV_<bucket>`, subjects `$KV.<bucket>.>`). The server may be
+NATS 2.9, so nothing here relies on 2.10 features.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import nats.aio.client
+import nats.aio.msg
+import nats.aio.subscription
+import nats.errors
+import nats.js.errors
+import nats.js.kv
+
+logger = logging.getLogger(__name__)
+
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]+")
+_WHITESPACE = re.compile(r"\s")
+
+
+class BusUnavailable(Exception):
+    """The bus cannot be reached (not connected, closed, or the server does not answer)."""
+
+
+class BusTimeout(Exception):
+    """A request got no answer in time, or nobody subscribes to its subject."""
+
+
+@dataclass
+class Message:
+    """One delivered message. `reply` is empty unless the sender waits for an answer."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    reply: str = ""
+    _bus: Bus | None = field(default=None, repr=False, compare=False)
+
+    async def respond(self, data: bytes) -> None:
+        if not self.reply or self._bus is None:
+            raise ValueError(f"message on {self.subject!r} has no reply subject")
+        await self._bus.publish(self.reply, data)
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class Bus(Protocol):
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def publish(
+        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None: ...
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        """Deliver matching messages to `handler`, one at a time per subscription.
+
+        Interest is registered with the server before this returns, so a message published
+        afterwards from anywhere reaches the handler. A handler that raises is logged and
+        the subscription keeps going.
+        """
+        ...
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> int: ...
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None: ...
+
+
+def _check_subject(subject: str) -> None:
+    """A subject to publish to: dot-separated, non-empty tokens, no wildcards, no spaces."""
+    tokens = subject.split(".")
+    if _WHITESPACE.search(subject) or any(
+        not token or "*" in token or ">" in token for token in tokens
+    ):
+        raise ValueError(f"invalid subject {subject!r}")
+
+
+def _check_pattern(pattern: str) -> None:
+    """A subject to subscribe to: `*` and `>` only as whole tokens, `>` only last."""
+    tokens = pattern.split(".")
+    for index, token in enumerate(tokens):
+        is_wildcard = token == "*" or (token == ">" and index == len(tokens) - 1)
+        if not is_wildcard and (not token or "*" in token or ">" in token):
+            raise ValueError(f"invalid subject pattern {pattern!r}")
+    if _WHITESPACE.search(pattern):
+        raise ValueError(f"invalid subject pattern {pattern!r}")
+
+
+def _check_queue(queue: str | None) -> None:
+    if queue is not None and (not queue or _WHITESPACE.search(queue)):
+        raise ValueError(f"invalid queue group {queue!r}")
+
+
+def _check_kv(bucket: str, key: str) -> None:
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise ValueError(f"invalid key-value bucket name {bucket!r}")
+    if not _KV_KEY.fullmatch(key) or key.startswith(".") or key.endswith("."):
+        raise ValueError(f"invalid key-value key {key!r}")
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS matching: `*` is exactly one token, a final `>` is one or more tokens."""
+    pattern_tokens = pattern.split(".")
+    subject_tokens = subject.split(".")
+    for index, token in enumerate(pattern_tokens):
+        if token == ">":
+            return len(subject_tokens) > index
+        if index >= len(subject_tokens):
+            return False
+        if token != "*" and token != subject_tokens[index]:
+            return False
+    return len(subject_tokens) == len(pattern_tokens)
+
+
+async def _run_handler(handler: Handler, message: Message) -> None:
+    try:
+        await handler(message)
+    except Exception:
+        logger.exception("bus handler for %s failed", message.subject)
+
+
+class _InProcessSubscription:
+    def __init__(
+        self, *, bus: InProcessBus, pattern: str, handler: Handler, queue: str | None
+    ) -> None:
+        self.bus = bus
+        self.pattern = pattern
+        self.queue = queue
+        self._handler = handler
+        self._pending: asyncio.Queue[Message] = asyncio.Queue()
+        self._is_active = True
+        self._task = asyncio.get_running_loop().create_task(self._deliver())
+
+    def put(self, message: Message) -> None:
+        self._pending.put_nowait(message)
+
+    async def _deliver(self) -> None:
+        while self._is_active:
+            message = await self._pending.get()
+            await _run_handler(self._handler, message)
+
+    def stop(self) -> None:
+        self._is_active = False
+        if self._task is not asyncio.current_task():
+            self._task.cancel()
+
+    async def unsubscribe(self) -> None:
+        self.bus._remove(self)
+        self.stop()
+
+
+class InProcessBus:
+    """The bus for embedded mode: every publisher and subscriber lives in this process.
+
+    Each subscription has its own queue and task, so a slow handler delays only its own
+    subscription, as with a NATS client. Queue-group members are picked at random, as the
+    NATS server does. Nothing survives the process, key-value buckets included.
+    """
+
+    def __init__(self) -> None:
+        self._subscriptions: list[_InProcessSubscription] = []
+        self._buckets: dict[str, dict[str, bytes]] = {}
+        self._revisions: dict[str, int] = {}
+        self._is_connected = False
+
+    def _require_connected(self) -> None:
+        if not self._is_connected:
+            raise BusUnavailable("in-process bus is not connected")
+
+    def _remove(self, subscription: _InProcessSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _deliver(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None, reply: str
+    ) -> int:
+        """Hand a message to every matching subscription and one member per queue group."""
+        groups: dict[str, list[_InProcessSubscription]] = {}
+        receivers: list[_InProcessSubscription] = []
+        for subscription in self._subscriptions:
+            if not subject_matches(subscription.pattern, subject):
+                continue
+            if subscription.queue is None:
+                receivers.append(subscription)
+            else:
+                groups.setdefault(subscription.queue, []).append(subscription)
+        receivers.extend(random.choice(members) for members in groups.values())
+        for receiver in receivers:
+            receiver.put(
+                Message(
+                    subject=subject,
+                    data=bytes(data),
+                    headers=dict(headers or {}),
+                    reply=reply,
+                    _bus=self,
+                )
+            )
+        return len(receivers)
+
+    async def connect(self) -> None:
+        self._is_connected = True
+
+    async def close(self) -> None:
+        self._is_connected = False
+        for subscription in self._subscriptions:
+            subscription.stop()
+        self._subscriptions.clear()
+
+    async def ping(self) -> None:
+        self._require_connected()
+
+    async def publish(
+        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        _check_subject(subject)
+        self._require_connected()
+        self._deliver(subject, data, headers, reply="")
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        _check_pattern(subject)
+        _check_queue(queue)
+        self._require_connected()
+        subscription = _InProcessSubscription(
+            bus=self, pattern=subject, handler=handler, queue=queue
+        )
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        _check_subject(subject)
+        self._require_connected()
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def take_answer(message: Message) -> None:
+            if not answer.done():
+                answer.set_result(message.data)
+
+        inbox_subject = f"_INBOX.{uuid.uuid4().hex}"
+        inbox = await self.subscribe(inbox_subject, take_answer)
+        try:
+            if self._deliver(subject, data, None, reply=inbox_subject) == 0:
+                raise BusTimeout(f"no responders on {subject!r}")
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError as error:
+            raise BusTimeout(f"no answer on {subject!r} within {timeout} s") from error
+        finally:
+            await inbox.unsubscribe()
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> int:
+        _check_kv(bucket, key)
+        self._require_connected()
+        revision = self._revisions.get(bucket, 0) + 1
+        self._revisions[bucket] = revision
+        self._buckets.setdefault(bucket, {})[key] = bytes(value)
+        return revision
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        _check_kv(bucket, key)
+        self._require_connected()
+        return self._buckets.get(bucket, {}).get(key)
+
+
+@contextmanager
+def _unavailable_on_error(action: str) -> Iterator[None]:
+    try:
+        yield
+    except (nats.errors.Error, OSError) as error:
+        raise BusUnavailable(f"nats {action}: {error!r}") from error
+
+
+class _NatsSubscription:
+    def __init__(self, subscription: nats.aio.subscription.Subscription) -> None:
+        self._subscription = subscription
+
+    async def unsubscribe(self) -> None:
+        with _unavailable_on_error("unsubscribe"):
+            await self._subscription.unsubscribe()
+
+
+class NatsBus:
+    """The production bus: a NATS connection that reconnects by itself.
+
+    `connect` gives up after `connect_timeout` seconds with `BusUnavailable` (nats-py alone
+    would retry forever with unlimited reconnects); once connected, the client reconnects
+    without limit and buffers publishes meanwhile, so a NATS restart costs no process its
+    subscriptions. Every server round trip (flush, JetStream API) has `timeout`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 3.0,
+        timeout: float = 2.0,
+        name: str = "campaign-express",
+    ) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._name = name
+        self._client: nats.aio.client.Client | None = None
+        self._buckets: dict[str, nats.js.kv.KeyValue] = {}
+
+    async def _log_error(self, error: Exception) -> None:
+        logger.warning("nats: %r", error)
+
+    def _connected_client(self) -> nats.aio.client.Client:
+        if self._client is None:
+            raise BusUnavailable("nats bus is not connected")
+        return self._client
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        client = nats.aio.client.Client()
+        try:
+            await asyncio.wait_for(
+                client.connect(
+                    servers=[self._url],
+                    name=self._name,
+                    connect_timeout=max(1, round(self._connect_timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    drain_timeout=5,
+                    error_cb=self._log_error,
+                ),
+                self._connect_timeout,
+            )
+        except (nats.errors.Error, OSError) as error:
+            await client.close()
+            raise BusUnavailable(f"nats connect: {error!r}") from error
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        self._buckets.clear()
+        if client is None:
+            return
+        if client.is_connected:
+            try:
+                await client.drain()
+            except (nats.errors.Error, OSError) as error:
+                logger.warning("nats drain failed: %r", error)
+        await client.close()
+
+    async def ping(self) -> None:
+        client = self._connected_client()
+        if not client.is_connected:
+            raise BusUnavailable("nats bus is reconnecting")
+        with _unavailable_on_error("ping"):
+            await client.flush(timeout=self._timeout)  # type: ignore[arg-type]
+
+    async def publish(
+        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        _check_subject(subject)
+        client = self._connected_client()
+        with _unavailable_on_error("publish"):
+            await client.publish(subject, data, headers=dict(headers) if headers else None)
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        _check_pattern(subject)
+        _check_queue(queue)
+        client = self._connected_client()
+
+        async def deliver(msg: nats.aio.msg.Msg) -> None:
+            message = Message(
+                subject=msg.subject,
+                data=msg.data,
+                headers=dict(msg.headers or {}),
+                reply=msg.reply or "",
+                _bus=self,
+            )
+            await _run_handler(handler, message)
+
+        with _unavailable_on_error("subscribe"):
+            subscription = await client.subscribe(subject, queue=queue or "", cb=deliver)
+            await client.flush(timeout=self._timeout)  # type: ignore[arg-type]
+        return _NatsSubscription(subscription)
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        _check_subject(subject)
+        client = self._connected_client()
+        try:
+            reply = await client.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError as error:
+            raise BusTimeout(f"no responders on {subject!r}") from error
+        except nats.errors.TimeoutError as error:
+            raise BusTimeout(f"no answer on {subject!r} within {timeout} s") from error
+        except (nats.errors.Error, OSError) as error:
+            raise BusUnavailable(f"nats request: {error!r}") from error
+        return reply.data
+
+    async def _bucket(self, bucket: str) -> nats.js.kv.KeyValue:
+        """The bucket's handle, creating the bucket (history 1) the first time it is used."""
+        handle = self._buckets.get(bucket)
+        if handle is not None:
+            return handle
+        jetstream = self._connected_client().jetstream(timeout=self._timeout)
+        with _unavailable_on_error("key_value"):
+            try:
+                handle = await jetstream.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    handle = await jetstream.create_key_value(bucket=bucket, history=1)
+                except nats.js.errors.BadRequestError:
+                    # Another process created it between our lookup and create.
+                    handle = await jetstream.key_value(bucket)
+        self._buckets[bucket] = handle
+        return handle
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> int:
+        _check_kv(bucket, key)
+        handle = await self._bucket(bucket)
+        with _unavailable_on_error("kv_put"):
+            return await handle.put(key, value)
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        _check_kv(bucket, key)
+        handle = await self._bucket(bucket)
+        with _unavailable_on_error("kv_get"):
+            try:
+                entry = await handle.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+        return entry.value or b""
+
+
+def bus_from_url(url: str) -> Bus:
+    """Empty URL: the in-process bus (embedded mode); `nats://` or `tls://`: NATS."""
+    if not url:
+        return InProcessBus()
+    scheme = urlsplit(url).scheme
+    if scheme in ("nats", "tls"):
+        return NatsBus(url)
+    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use nats:// or tls://")

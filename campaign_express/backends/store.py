@@ -1,0 +1,257 @@
+"""Key-value store for profiles, frequency caps and budget counters.
+
+The bid path reads and counts through this interface on every request, so it is asyncio only
+and Django-free. `RedisStore` is the production implementation (shared by every bidder);
+`MemoryStore` serves embedded mode, where one process holds all state. Both pass
+`tests/backends/test_store_contract.py`.
+
+Counters are decimal integers stored as bytes (what Redis INCRBY keeps), so a value written by
+one implementation reads the same in the other and `get` of a counter returns e.g. ``b"42"``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+_INTEGER = re.compile(rb"-?[0-9]+")
+
+# KEYS[1] counter; ARGV amount, limit, ttl seconds (0: none). Returns the new value, or nil when
+# it would exceed the limit. Runs inside Redis, so check and add cannot interleave with another
+# bidder's; the TTL is set only by the call that creates the key, so a cap window never slides.
+_INCR_WITHIN_LUA = """
+local current = redis.call('GET', KEYS[1])
+local value = 0
+if current then
+  if not string.match(current, '^%-?%d+$') then
+    return redis.error_reply('ERR value is not an integer')
+  end
+  value = tonumber(current)
+end
+local updated = value + tonumber(ARGV[1])
+if updated > tonumber(ARGV[2]) then
+  return false
+end
+if current then
+  return redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return tonumber(ARGV[1])
+"""
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached in time; callers fail closed (no bid on capped campaigns)."""
+
+
+class Store(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: int | None = None) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def incr_within(
+        self, key: str, amount: int, *, limit: int, ttl_seconds: int | None = None
+    ) -> int | None:
+        """Add `amount` if the result stays <= `limit`; the new value, or None and no change."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _check_ttl(ttl_seconds: int | None) -> None:
+    if ttl_seconds is not None and ttl_seconds < 1:
+        raise ValueError(f"ttl_seconds must be a positive number of seconds, got {ttl_seconds}")
+
+
+class MemoryStore:
+    """The store for embedded mode: one process, no network.
+
+    Expiry is checked against `clock` (monotonic seconds) so tests can move time instead of
+    sleeping. Expired entries are dropped when read and by a sweep at most once a minute, so
+    keys written once and never read again (frequency caps of users never seen again) do not
+    grow the process forever. A lock keeps it correct if a thread outside the event loop
+    shares it.
+    """
+
+    _SWEEP_INTERVAL_SECONDS = 60.0
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[bytes, float | None]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = clock() + self._SWEEP_INTERVAL_SECONDS
+
+    def _read(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at is not None and now >= expires_at:
+            del self._entries[key]
+            return None
+        return value
+
+    def _write(self, key: str, value: bytes, expires_at: float | None, now: float) -> None:
+        self._entries[key] = (value, expires_at)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._SWEEP_INTERVAL_SECONDS
+            expired = [
+                k for k, (_, at) in self._entries.items() if at is not None and now >= at
+            ]
+            for expired_key in expired:
+                del self._entries[expired_key]
+
+    async def get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._read(key, self._clock())
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._lock:
+            now = self._clock()
+            return [self._read(key, now) for key in keys]
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: int | None = None) -> None:
+        _check_ttl(ttl_seconds)
+        with self._lock:
+            now = self._clock()
+            expires_at = None if ttl_seconds is None else now + ttl_seconds
+            self._write(key, bytes(value), expires_at, now)
+
+    async def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    async def incr_within(
+        self, key: str, amount: int, *, limit: int, ttl_seconds: int | None = None
+    ) -> int | None:
+        _check_ttl(ttl_seconds)
+        with self._lock:
+            now = self._clock()
+            current = self._read(key, now)
+            if current is not None and not _INTEGER.fullmatch(current):
+                raise ValueError(f"{key!r} does not hold an integer")
+            updated = (0 if current is None else int(current)) + amount
+            if updated > limit:
+                return None
+            if current is None:
+                expires_at = None if ttl_seconds is None else now + ttl_seconds
+            else:
+                expires_at = self._entries[key][1]
+            self._write(key, str(updated).encode(), expires_at, now)
+            return updated
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
+        raise StoreUnavailable(f"redis: {error}") from error
+
+
+class RedisStore:
+    """The production store: one Redis shared by all bidders.
+
+    Every call has a connect and a read timeout and one immediate retry (a pooled connection
+    Redis dropped), then raises `StoreUnavailable`, so a Redis outage costs the bid path
+    milliseconds, never the exchange's whole `tmax`. The pool is bounded and a burst waits
+    (up to `timeout`) for a free connection instead of failing or opening thousands. For Redis Cluster, `get_many` keys and
+    each counter must share a hash tag; this class talks to one node.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        max_connections: int = 50,
+    ) -> None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), retries=1),
+        )
+        self._redis = redis.asyncio.Redis.from_pool(pool)
+        self._incr_within = self._redis.register_script(_INCR_WITHIN_LUA)
+
+    async def get(self, key: str) -> bytes | None:
+        with _unavailable_on_error():
+            return await self._redis.get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with _unavailable_on_error():
+            return list(await self._redis.mget(keys))
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: int | None = None) -> None:
+        _check_ttl(ttl_seconds)
+        with _unavailable_on_error():
+            await self._redis.set(key, value, ex=ttl_seconds)
+
+    async def delete(self, key: str) -> None:
+        with _unavailable_on_error():
+            await self._redis.delete(key)
+
+    async def incr_within(
+        self, key: str, amount: int, *, limit: int, ttl_seconds: int | None = None
+    ) -> int | None:
+        _check_ttl(ttl_seconds)
+        with _unavailable_on_error():
+            try:
+                result = await self._incr_within(
+                    keys=[key], args=[amount, limit, ttl_seconds or 0]
+                )
+            except redis.exceptions.ResponseError as error:
+                if "not an integer" in str(error):
+                    raise ValueError(f"{key!r} does not hold an integer") from error
+                raise
+        return None if result is None else int(result)
+
+    async def ping(self) -> None:
+        with _unavailable_on_error():
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def store_from_url(url: str) -> Store:
+    """Empty URL: the in-process store (embedded mode); `redis://` or `rediss://`: Redis."""
+    if not url:
+        return MemoryStore()
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss"):
+        return RedisStore(url)
+    raise ValueError(f"unsupported store URL scheme {scheme!r}: use redis:// or rediss://")

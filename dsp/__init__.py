@@ -1,0 +1,1 @@
+"""DSP partners: OpenRTB fan-out, the auction and partner pacing."""

@@ -1,0 +1,1 @@
+"""Loyalty programs: tiers, members, the points ledger, rewards and redemption."""

@@ -1,0 +1,71 @@
+import httpx
+import pytest
+
+from tests.campaign_express.platform import private_postgres, private_redis, running_platform
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_and_live_answer(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/live").json() == {"status": "alive"}
+
+
+def test_ready_lists_every_backend_and_is_ready_with_a_database(client):
+    response = client.get("/ready")
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "ready"
+    assert set(body["backends"]) == {"database", "store", "bus", "analytics", "tasks"}
+    assert body["backends"]["database"]["ok"] is True
+
+
+@pytest.mark.slow
+def test_embedded_platform_boots_with_demo_data_and_serves_admin_api_and_docs(tmp_path):
+    with running_platform(tmp_path, demo=True) as base:
+        assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+        ready = httpx.get(f"{base}/ready")
+        assert ready.status_code == 200
+        kinds = {name: state["kind"] for name, state in ready.json()["backends"].items()}
+        assert kinds == {"database": "sqlite", "store": "in-process", "bus": "in-process",
+                         "analytics": "chdb", "tasks": "in-process"}
+        assert all(state["ok"] for state in ready.json()["backends"].values()), ready.json()
+        assert "Log in" in httpx.get(f"{base}/admin/login/").text
+        assert httpx.get(f"{base}/api/docs/").status_code == 200
+        assert httpx.get(f"{base}/api/v1/campaigns/").status_code == 401
+    log = (tmp_path / "platform.log").read_text()
+    assert "marketer" in log and "password:" in log
+    assert (tmp_path / "campaign_express.sqlite3").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_ready_reports_a_stopped_redis_in_its_body_and_stays_ready(tmp_path):
+    with private_redis(tmp_path) as (port, redis), running_platform(
+            tmp_path, environ={"REDIS_URL": f"redis://127.0.0.1:{port}/0"}) as base:
+        before = httpx.get(f"{base}/ready").json()["backends"]["store"]
+        assert (before["kind"], before["ok"]) == ("redis", True)
+        redis.terminate()
+        redis.wait(timeout=10)
+        response = httpx.get(f"{base}/ready")
+        store = response.json()["backends"]["store"]
+        assert response.status_code == 200
+        assert (store["kind"], store["ok"]) == ("redis", False)
+        assert store["error"].startswith("StoreUnavailable")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_ready_fails_when_the_database_stops(tmp_path):
+    with private_postgres() as (port, stop_postgres), running_platform(
+            tmp_path, environ={"DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/postgres"}
+    ) as base:
+        before = httpx.get(f"{base}/ready")
+        assert before.status_code == 200
+        assert before.json()["backends"]["database"]["kind"] == "postgresql"
+        stop_postgres()
+        after = httpx.get(f"{base}/ready", timeout=10)
+        assert after.status_code == 503
+        assert after.json()["status"] == "not ready"
+        assert after.json()["backends"]["database"]["ok"] is False
+        assert httpx.get(f"{base}/health").status_code == 200
