@@ -72,7 +72,8 @@ VARIABLES: tuple[Variable, ...] = (
              "comma-separated (`info,campaigns=debug,django.db=warning`)"),
     Variable(f"{PREFIX}LOG_FORMAT", "text", "`text` for people, `json` for log collectors"),
     Variable(f"{PREFIX}MEDIA__S3_BUCKET", "",
-             "store uploaded creative assets in this S3-compatible bucket instead of DATA_DIR/media"),
+             "store uploaded creative assets in this S3-compatible bucket instead of "
+             "DATA_DIR/media"),
     Variable(f"{PREFIX}MEDIA__S3_ENDPOINT_URL", "",
              "endpoint of the S3-compatible store (empty: AWS); credentials come from "
              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"),
