@@ -132,7 +132,8 @@ class CampaignViewSet(viewsets.ModelViewSet):
         services.campaign_delete(campaign=instance, actor=self.request.user)
 
     @extend_schema(
-        request=NoteSerializer, responses=CampaignSerializer,
+        operation_id="campaigns_transition", request=NoteSerializer,
+        responses=CampaignSerializer,
         parameters=[OpenApiParameter("transition", OpenApiTypes.STR, OpenApiParameter.PATH,
                                      enum=list(services.TRANSITIONS),
                                      description="The workflow action.")],

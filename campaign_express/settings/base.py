@@ -92,19 +92,26 @@ STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from the finders until col
 MEDIA_URL = "media/"
 MEDIA_ROOT = DATA_DIR / "media"
 WHITENOISE_USE_FINDERS = True
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
-if CONFIG.media_s3_bucket:
-    STORAGES["default"] = {
+
+
+def media_storage(config: env.Config) -> dict:
+    """Uploaded creative assets: local files, or an S3-compatible bucket when one is set."""
+    if not config.media_s3_bucket:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": CONFIG.media_s3_bucket,
-            "endpoint_url": CONFIG.media_s3_endpoint_url or None,
+            "bucket_name": config.media_s3_bucket,
+            "endpoint_url": config.media_s3_endpoint_url or None,
             "file_overwrite": False,
         },
     }
+
+
+STORAGES = {
+    "default": media_storage(CONFIG),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
