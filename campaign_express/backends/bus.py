@@ -166,10 +166,18 @@ class _InProcessSubscription:
         self._handler = handler
         self._pending: asyncio.Queue[Message] = asyncio.Queue()
         self._is_active = True
-        self._task = asyncio.get_running_loop().create_task(self._deliver())
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._deliver())
 
     def put(self, message: Message) -> None:
-        self._pending.put_nowait(message)
+        try:
+            running_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running_loop = None
+        if running_loop is self._loop:
+            self._pending.put_nowait(message)
+        else:
+            self._loop.call_soon_threadsafe(self._pending.put_nowait, message)
 
     async def _deliver(self) -> None:
         while self._is_active:
@@ -192,6 +200,9 @@ class InProcessBus:
     Each subscription has its own queue and task, so a slow handler delays only its own
     subscription, as with a NATS client. Queue-group members are picked at random, as the
     NATS server does. Nothing survives the process, key-value buckets included.
+
+    Publishing or requesting from another thread or event loop (Django's sync code in
+    embedded mode) is safe: each delivery is handed to the subscriber's own loop.
     """
 
     def __init__(self) -> None:
@@ -214,7 +225,7 @@ class InProcessBus:
         """Hand a message to every matching subscription and one member per queue group."""
         groups: dict[str, list[_InProcessSubscription]] = {}
         receivers: list[_InProcessSubscription] = []
-        for subscription in self._subscriptions:
+        for subscription in list(self._subscriptions):
             if not subject_matches(subscription.pattern, subject):
                 continue
             if subscription.queue is None:

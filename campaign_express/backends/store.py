@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio
@@ -116,9 +116,7 @@ class MemoryStore:
         self._entries[key] = (value, expires_at)
         if now >= self._next_sweep:
             self._next_sweep = now + self._SWEEP_INTERVAL_SECONDS
-            expired = [
-                k for k, (_, at) in self._entries.items() if at is not None and now >= at
-            ]
+            expired = [k for k, (_, at) in self._entries.items() if at is not None and now >= at]
             for expired_key in expired:
                 del self._entries[expired_key]
 
@@ -182,8 +180,8 @@ class RedisStore:
     Every call has a connect and a read timeout and one immediate retry (a pooled connection
     Redis dropped), then raises `StoreUnavailable`, so a Redis outage costs the bid path
     milliseconds, never the exchange's whole `tmax`. The pool is bounded and a burst waits
-    (up to `timeout`) for a free connection instead of failing or opening thousands. For Redis Cluster, `get_many` keys and
-    each counter must share a hash tag; this class talks to one node.
+    (up to `timeout`) for a free connection instead of failing or opening thousands. For
+    Redis Cluster, `get_many` keys must share a hash tag; this class talks to one node.
     """
 
     def __init__(
@@ -207,13 +205,13 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         with _unavailable_on_error():
-            return await self._redis.get(key)
+            return cast("bytes | None", await self._redis.get(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
         with _unavailable_on_error():
-            return list(await self._redis.mget(keys))
+            return cast("list[bytes | None]", await self._redis.mget(keys))
 
     async def set(self, key: str, value: bytes, *, ttl_seconds: int | None = None) -> None:
         _check_ttl(ttl_seconds)
@@ -230,9 +228,7 @@ class RedisStore:
         _check_ttl(ttl_seconds)
         with _unavailable_on_error():
             try:
-                result = await self._incr_within(
-                    keys=[key], args=[amount, limit, ttl_seconds or 0]
-                )
+                result = await self._incr_within(keys=[key], args=[amount, limit, ttl_seconds or 0])
             except redis.exceptions.ResponseError as error:
                 if "not an integer" in str(error):
                     raise ValueError(f"{key!r} does not hold an integer") from error

@@ -1,0 +1,318 @@
+"""The `Bus` contract, run against InProcessBus and a real NATS server with JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import nats
+import pytest
+
+from campaign_express.backends.bus import (
+    Bus,
+    BusTimeout,
+    BusUnavailable,
+    InProcessBus,
+    Message,
+    NatsBus,
+    bus_from_url,
+)
+
+
+@dataclass
+class BusUnderTest:
+    bus: Bus
+    make_bus: Callable[[], Bus]
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex}")
+    buckets: list[str] = field(default_factory=list)
+
+    def subject(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def bucket(self, name: str) -> str:
+        bucket = f"{self.prefix}_{name}"
+        self.buckets.append(bucket)
+        return bucket
+
+
+@pytest.fixture(params=["in-process", pytest.param("nats", marks=pytest.mark.nats)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BusUnderTest]:
+    if request.param == "in-process":
+        under_test = BusUnderTest(bus=InProcessBus(), make_bus=InProcessBus)
+        await under_test.bus.connect()
+        yield under_test
+        await under_test.bus.close()
+        return
+    url = request.getfixturevalue("nats_url")
+    under_test = BusUnderTest(bus=NatsBus(url), make_bus=lambda: NatsBus(url))
+    await under_test.bus.connect()
+    yield under_test
+    await under_test.bus.close()
+    cleaner = await nats.connect(url)
+    for bucket in under_test.buckets:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await cleaner.jetstream().delete_key_value(bucket)
+    await cleaner.close()
+
+
+class Inbox:
+    """Collects what a handler received."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(message.subject for message in self.messages)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [message.data for message in self.messages]
+
+
+async def settle(bus: Bus, condition: Callable[[], bool]) -> None:
+    """Wait until `condition` holds, then long enough for a stray extra delivery to show."""
+    await bus.ping()
+    for _ in range(500):
+        if condition():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_subscriber_receives_subject_data_and_headers(backend: BusUnderTest) -> None:
+    inbox = Inbox()
+    await backend.bus.subscribe(backend.subject("events"), inbox)
+
+    await backend.bus.publish(
+        backend.subject("events"), b"batch-1", headers={"Nats-Msg-Id": "batch-1"}
+    )
+    await backend.bus.publish(backend.subject("events"), b"batch-2")
+    await settle(backend.bus, lambda: len(inbox.messages) == 2)
+
+    first, second = inbox.messages
+    assert (first.subject, first.data, dict(first.headers), first.reply) == (
+        backend.subject("events"),
+        b"batch-1",
+        {"Nats-Msg-Id": "batch-1"},
+        "",
+    )
+    assert (second.data, dict(second.headers)) == (b"batch-2", {})
+
+
+async def test_wildcards_match_one_token_or_the_trailing_rest(backend: BusUnderTest) -> None:
+    purchases, everything, one_level = Inbox(), Inbox(), Inbox()
+    await backend.bus.subscribe(backend.subject("ingest.*.purchase"), purchases)
+    await backend.bus.subscribe(backend.subject("ingest.>"), everything)
+    await backend.bus.subscribe(backend.subject("ingest.*"), one_level)
+
+    for name in ("ingest.mobile.purchase", "ingest.pos.visit", "ingest.web", "ingest", "other"):
+        await backend.bus.publish(backend.subject(name), b"{}")
+    await settle(
+        backend.bus,
+        lambda: (
+            (len(purchases.messages), len(everything.messages), len(one_level.messages))
+            == (1, 3, 1)
+        ),
+    )
+
+    assert purchases.subjects == [backend.subject("ingest.mobile.purchase")]
+    assert everything.subjects == [
+        backend.subject("ingest.mobile.purchase"),
+        backend.subject("ingest.pos.visit"),
+        backend.subject("ingest.web"),
+    ]
+    assert one_level.subjects == [backend.subject("ingest.web")]
+
+
+async def test_queue_group_delivers_each_message_to_exactly_one_member(
+    backend: BusUnderTest,
+) -> None:
+    first_agent, second_agent, observer = Inbox(), Inbox(), Inbox()
+    subject = backend.subject("bid-requests")
+    await backend.bus.subscribe(subject, first_agent, queue="bid-agents")
+    await backend.bus.subscribe(subject, second_agent, queue="bid-agents")
+    await backend.bus.subscribe(subject, observer)
+
+    for number in range(100):
+        await backend.bus.publish(subject, str(number).encode())
+    await settle(
+        backend.bus,
+        lambda: (
+            len(first_agent.messages) + len(second_agent.messages) == 100
+            and len(observer.messages) == 100
+        ),
+    )
+
+    delivered = sorted(int(data) for data in first_agent.payloads + second_agent.payloads)
+    assert delivered == list(range(100))
+    assert len(first_agent.messages) > 0
+    assert len(second_agent.messages) > 0
+    assert len(observer.messages) == 100
+
+
+async def test_unsubscribe_stops_delivery(backend: BusUnderTest) -> None:
+    inbox = Inbox()
+    subscription = await backend.bus.subscribe(backend.subject("config"), inbox)
+    await backend.bus.publish(backend.subject("config"), b"v1")
+    await settle(backend.bus, lambda: len(inbox.messages) == 1)
+
+    await subscription.unsubscribe()
+    await backend.bus.publish(backend.subject("config"), b"v2")
+    await settle(backend.bus, lambda: True)
+
+    assert inbox.payloads == [b"v1"]
+
+
+async def test_a_failing_handler_keeps_its_subscription(backend: BusUnderTest) -> None:
+    received: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message.data)
+        if message.data == b"bad":
+            raise RuntimeError("handler bug")
+
+    await backend.bus.subscribe(backend.subject("fragile"), handler)
+    await backend.bus.publish(backend.subject("fragile"), b"bad")
+    await backend.bus.publish(backend.subject("fragile"), b"good")
+    await settle(backend.bus, lambda: len(received) == 2)
+
+    assert received == [b"bad", b"good"]
+
+
+async def test_request_returns_the_responders_answer(backend: BusUnderTest) -> None:
+    async def agent(message: Message) -> None:
+        await message.respond(b"bid for " + message.data)
+
+    await backend.bus.subscribe(backend.subject("bid-requests"), agent, queue="bid-agents")
+
+    answer = await backend.bus.request(backend.subject("bid-requests"), b"req-1", timeout=2)
+
+    assert answer == b"bid for req-1"
+
+
+async def test_request_without_responders_raises_bus_timeout(backend: BusUnderTest) -> None:
+    with pytest.raises(BusTimeout, match="no responders"):
+        await backend.bus.request(backend.subject("nobody"), b"req", timeout=2)
+
+
+async def test_request_unanswered_in_time_raises_bus_timeout(backend: BusUnderTest) -> None:
+    seen = Inbox()
+    await backend.bus.subscribe(backend.subject("silent"), seen)
+
+    with pytest.raises(BusTimeout):
+        await backend.bus.request(backend.subject("silent"), b"req", timeout=0.2)
+
+    assert seen.payloads == [b"req"]
+
+
+async def test_respond_without_reply_subject_raises(backend: BusUnderTest) -> None:
+    inbox = Inbox()
+    await backend.bus.subscribe(backend.subject("plain"), inbox)
+    await backend.bus.publish(backend.subject("plain"), b"x")
+    await settle(backend.bus, lambda: len(inbox.messages) == 1)
+
+    with pytest.raises(ValueError, match="has no reply subject"):
+        await inbox.messages[0].respond(b"answer")
+
+
+async def test_kv_revisions_increase_and_the_latest_value_wins(backend: BusUnderTest) -> None:
+    bucket = backend.bucket("config")
+
+    first = await backend.bus.kv_put(bucket, "snapshot", b"v1")
+    second = await backend.bus.kv_put(bucket, "snapshot", b"v2")
+    other_key = await backend.bus.kv_put(bucket, "model.active", b"m1")
+
+    assert first < second < other_key
+    assert await backend.bus.kv_get(bucket, "snapshot") == b"v2"
+    assert await backend.bus.kv_get(bucket, "model.active") == b"m1"
+
+
+async def test_kv_get_of_a_missing_key_or_bucket_is_none(backend: BusUnderTest) -> None:
+    bucket = backend.bucket("models")
+    await backend.bus.kv_put(bucket, "present", b"yes")
+
+    assert await backend.bus.kv_get(bucket, "absent") is None
+    assert await backend.bus.kv_get(backend.bucket("never-written"), "present") is None
+
+
+async def test_kv_values_survive_a_new_connection(backend: BusUnderTest) -> None:
+    bucket = backend.bucket("shared")
+    await backend.bus.kv_put(bucket, "snapshot", b"v7")
+
+    if isinstance(backend.bus, InProcessBus):
+        reader = backend.bus
+    else:
+        reader = backend.make_bus()
+        await reader.connect()
+
+    assert await reader.kv_get(bucket, "snapshot") == b"v7"
+    if reader is not backend.bus:
+        await reader.close()
+
+
+async def test_invalid_subjects_and_names_are_rejected(backend: BusUnderTest) -> None:
+    with pytest.raises(ValueError, match="invalid subject 'a.\\*'"):
+        await backend.bus.publish("a.*", b"")
+    with pytest.raises(ValueError, match="invalid subject pattern 'a.>.b'"):
+        await backend.bus.subscribe("a.>.b", Inbox())
+    with pytest.raises(ValueError, match="invalid subject pattern 'a..b'"):
+        await backend.bus.subscribe("a..b", Inbox())
+    with pytest.raises(ValueError, match="invalid key-value bucket name 'a.b'"):
+        await backend.bus.kv_put("a.b", "key", b"")
+
+
+async def test_a_bus_not_connected_or_closed_is_unavailable(backend: BusUnderTest) -> None:
+    bus = backend.make_bus()
+
+    with pytest.raises(BusUnavailable):
+        await bus.publish(backend.subject("early"), b"")
+    await bus.connect()
+    await bus.ping()
+    await bus.close()
+    with pytest.raises(BusUnavailable):
+        await bus.ping()
+
+
+async def test_nats_bus_without_a_server_raises_bus_unavailable() -> None:
+    bus = NatsBus(f"nats://127.0.0.1:{unused_port()}", connect_timeout=1)
+
+    with pytest.raises(BusUnavailable):
+        await bus.connect()
+    with pytest.raises(BusUnavailable):
+        await bus.ping()
+
+
+def test_bus_from_url_chooses_the_implementation_by_scheme() -> None:
+    assert type(bus_from_url("")) is InProcessBus
+    assert type(bus_from_url("nats://127.0.0.1:4222")) is NatsBus
+
+    with pytest.raises(ValueError) as raised:
+        bus_from_url("amqp://127.0.0.1")
+    assert str(raised.value) == "unsupported bus URL scheme 'amqp': use nats:// or tls://"
+
+
+async def test_in_process_bus_accepts_publishes_from_another_thread() -> None:
+    bus = InProcessBus()
+    await bus.connect()
+    inbox = Inbox()
+    await bus.subscribe("config.snapshot", inbox)
+
+    await asyncio.to_thread(asyncio.run, bus.publish("config.snapshot", b"v3"))
+    await settle(bus, lambda: len(inbox.messages) == 1)
+
+    assert inbox.payloads == [b"v3"]
+    await bus.close()
