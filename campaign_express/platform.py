@@ -23,3 +23,12 @@ def analytics() -> AnalyticsBackend:
             _analytics = analytics_from_url(settings.CLICKHOUSE_URL,
                                             chdb_path=settings.CHDB_PATH)
         return _analytics
+
+
+def analytics_close() -> None:
+    """Close the process's analytics client (chDB frees its data path for another opener)."""
+    global _analytics
+    with _lock:
+        if _analytics is not None:
+            _analytics.close()
+            _analytics = None

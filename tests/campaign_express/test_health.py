@@ -1,6 +1,7 @@
 import httpx
 import pytest
 
+from campaign_express.platform import analytics_close
 from tests.campaign_express.platform import private_postgres, private_redis, running_platform
 
 pytestmark = pytest.mark.django_db
@@ -11,13 +12,21 @@ def test_health_and_live_answer(client):
     assert client.get("/live").json() == {"status": "alive"}
 
 
-def test_ready_lists_every_backend_and_is_ready_with_a_database(client):
+@pytest.fixture
+def analytics_closed_after():
+    yield
+    analytics_close()
+
+
+def test_ready_lists_every_backend_and_is_ready_with_a_database(client, analytics_closed_after):
     response = client.get("/ready")
     body = response.json()
     assert response.status_code == 200
     assert body["status"] == "ready"
     assert set(body["backends"]) == {"database", "store", "bus", "analytics", "tasks"}
     assert body["backends"]["database"]["ok"] is True
+    analytics = body["backends"]["analytics"]
+    assert (analytics["kind"], analytics["ok"]) == ("chdb", True)
 
 
 @pytest.mark.slow
