@@ -228,7 +228,10 @@ class CampaignAdmin(ScopedAdmin):
         obj.pk = form.instance.pk
 
     def save_formset(self, request, form, formset, change):
+        """Writes through the services instead of ``formset.save()``, and records what it wrote
+        as ``formset.save()`` would: the admin's change message reads these lists."""
         campaign = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for inline in formset.forms:
             if not hasattr(inline, "cleaned_data") or not inline.cleaned_data:
                 continue
@@ -236,14 +239,17 @@ class CampaignAdmin(ScopedAdmin):
             if inline.cleaned_data.get("DELETE"):
                 if creative.pk:
                     services.creative_delete(creative=creative, actor=request.user)
+                    formset.deleted_objects.append(creative)
                 continue
             data = {name: value for name, value in _changed(inline).items()
                     if name not in ("id", "campaign", "DELETE")}
             if creative.pk is None:
-                services.creative_create(actor=request.user, data={**data, "campaign": campaign})
+                formset.new_objects.append(services.creative_create(
+                    actor=request.user, data={**data, "campaign": campaign}))
             elif data:
-                services.creative_update(creative=Creative.objects.get(pk=creative.pk),
-                                         actor=request.user, data=data)
+                formset.changed_objects.append((services.creative_update(
+                    creative=Creative.objects.get(pk=creative.pk), actor=request.user,
+                    data=data), list(data)))
 
     def delete_model(self, request, obj):
         services.campaign_delete(campaign=obj, actor=request.user)

@@ -68,14 +68,18 @@ def _plain(value: Any) -> Any:
 
 
 def _values(instance: models.Model) -> dict[str, Any]:
-    return {field.attname: _plain(getattr(instance, field.attname))
+    return {field.attname: getattr(instance, field.attname)
             for field in instance._meta.concrete_fields
             if field.editable and not field.primary_key}
 
 
 def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
-    return {name: [before.get(name), value] for name, value in after.items()
-            if before.get(name) != value}
+    """Changed fields as JSON-safe ``[before, after]``, either side missing for a create or
+    delete. Values compare as Python values: ``100`` and ``100.0000``, or one instant in two
+    time zones, are no change (a false change would send a campaign back to review)."""
+    names = dict.fromkeys([*before, *after])
+    return {name: [_plain(before.get(name)), _plain(after.get(name))] for name in names
+            if before.get(name) != after.get(name)}
 
 
 def _audit(*, actor: AbstractBaseUser | None, action: str, instance: models.Model,
