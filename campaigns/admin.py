@@ -129,9 +129,11 @@ def _transition_action(name: str, description: str, past: str):
 class CampaignAdmin(ScopedAdmin):
     form = CampaignForm
     inlines = [CreativeInline]
-    list_display = ["name", "advertiser", "status", "start_at", "end_at", "total_budget",
-                    "daily_budget", "currency", "pacing", "approved_creatives"]
-    list_filter = ["status", "pacing", "advertiser", "currency", "start_at"]
+    list_display = ["name", "advertiser", "status", "start_at", "end_at", "budget", "pacing",
+                    "approved_creatives"]
+    # Only the advertisers the user can see: a plain related filter would list every one.
+    list_filter = ["status", "pacing", ("advertiser", admin.RelatedOnlyFieldListFilter),
+                   "currency", "start_at"]
     search_fields = ["name", "advertiser__name", "deal_ids"]
     date_hierarchy = "start_at"
     readonly_fields = ["status", "spent", "created_by", "submitted_by", "approved_by",
@@ -174,6 +176,10 @@ class CampaignAdmin(ScopedAdmin):
         if obj is not None and obj.status not in services.DELETABLE_STATUSES:
             return False
         return super().has_delete_permission(request, obj)
+
+    @admin.display(description="budget (daily / total)", ordering="total_budget")
+    def budget(self, campaign: Campaign) -> str:
+        return f"{campaign.daily_budget:,.2f} / {campaign.total_budget:,.2f} {campaign.currency}"
 
     @admin.display(description="approved creatives")
     def approved_creatives(self, campaign: Campaign) -> str:
@@ -266,7 +272,12 @@ def _status_change(entry: AuditEntry) -> str:
 
 
 def _changes_text(entry: AuditEntry) -> str:
-    parts = [f"{name}: {before!r} → {after!r}" for name, (before, after) in entry.changes.items()]
+    if entry.action == AuditEntry.Action.CREATE:
+        parts = [f"{name}: {after!r}" for name, (_, after) in entry.changes.items()
+                 if after not in (None, "", [], {})]
+    else:
+        parts = [f"{name}: {before!r} → {after!r}"
+                 for name, (before, after) in entry.changes.items()]
     if entry.note:
         parts.insert(0, entry.note)
     text = "; ".join(parts)
@@ -295,7 +306,8 @@ def _review_action(approve: bool):
 class CreativeAdmin(ScopedAdmin):
     form = CreativeForm
     list_display = ["name", "campaign", "format", "adomain", "approval_status", "reviewed_by"]
-    list_filter = ["format", "approval_status", "campaign__advertiser"]
+    list_filter = ["format", "approval_status",
+                   ("campaign__advertiser", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "adomain", "campaign__name"]
     readonly_fields = ["approval_status", "reviewed_by", "reviewed_at", "review_note",
                        "created_by", "preview"]

@@ -142,7 +142,9 @@ def demo_seed() -> list[DemoUser]:
         marketer = advertiser.marketers.first()
         campaign = services.campaign_create(actor=marketer, data={
             "advertiser": advertiser, "name": name,
-            "start_at": now - timedelta(days=3), "end_at": now + timedelta(days=60),
+            # The approved one starts next week, so the scheduler leaves it approved for now.
+            "start_at": now + timedelta(days=7 if status == "approved" else -3),
+            "end_at": now + timedelta(days=60),
             "total_budget": Decimal("50000"), "daily_budget": Decimal("1500"),
             "base_bid_cpm": Decimal("2.50"), "max_bid_cpm": Decimal("8.00"),
             "frequency_cap_hour": 2, "frequency_cap_day": 6, "frequency_cap_lifetime": 40,

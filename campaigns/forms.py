@@ -39,6 +39,7 @@ class ListField(forms.CharField):
 class DaypartsField(forms.CharField):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.TextInput(attrs={"size": 80}))
         kwargs.setdefault("help_text", "Weekdays and hours in the advertiser's time zone, end "
                                        "hour exclusive: “mon-fri 9-17; sat 10-14”. Empty runs "
                                        "at all hours.")
@@ -77,7 +78,10 @@ class CampaignForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = "__all__"
+        fields = ["advertiser", "name", "start_at", "end_at", "dayparts", "currency",
+                  "total_budget", "daily_budget", "pacing", "base_bid_cpm", "max_bid_cpm",
+                  "frequency_cap_hour", "frequency_cap_day", "frequency_cap_lifetime",
+                  *Campaign.TARGETING_FIELDS]
 
 
 class CreativeForm(forms.ModelForm):
@@ -88,9 +92,14 @@ class CreativeForm(forms.ModelForm):
     protocols = ListField(integers=True, help_text="Video and audio: OpenRTB protocols, "
                                                    "e.g. 2, 3, 7.")
 
+    click_url = forms.URLField(max_length=2000, required=False, assume_scheme="https",
+                               help_text="Where a click lands.")
+
     class Meta:
         model = Creative
-        fields = "__all__"
+        fields = ["campaign", "name", "format", "sizes", "asset", "markup", "click_url",
+                  "adomain", "categories", "attributes", "mimes", "protocols",
+                  "duration_seconds"]
 
 
 class NoteForm(forms.Form):

@@ -179,7 +179,7 @@ class Campaign(models.Model):
         caps = [("frequency_cap_hour", self.frequency_cap_hour),
                 ("frequency_cap_day", self.frequency_cap_day),
                 ("frequency_cap_lifetime", self.frequency_cap_lifetime)]
-        for (_, shorter), (name, longer) in zip(caps, caps[1:]):
+        for (_, shorter), (name, longer) in zip(caps, caps[1:], strict=False):
             if shorter is not None and longer is not None and longer < shorter:
                 errors[name] = "A cap over a longer period cannot be lower than a shorter one."
         if errors:

@@ -45,7 +45,8 @@ TRANSITIONS: dict[str, Transition] = {
     "activate": Transition((Status.APPROVED,), Status.ACTIVE, "campaigns.change_campaign"),
     "pause": Transition((Status.ACTIVE,), Status.PAUSED, "campaigns.change_campaign"),
     "resume": Transition((Status.PAUSED,), Status.ACTIVE, "campaigns.change_campaign"),
-    "complete": Transition((Status.ACTIVE, Status.PAUSED), Status.COMPLETED,
+    # From approved too: a campaign whose end passes before it ever ran must not stay stuck.
+    "complete": Transition((Status.APPROVED, Status.ACTIVE, Status.PAUSED), Status.COMPLETED,
                            "campaigns.change_campaign"),
     "archive": Transition((Status.DRAFT, Status.REJECTED, Status.COMPLETED), Status.ARCHIVED,
                           "campaigns.change_campaign"),
@@ -295,7 +296,8 @@ def campaign_transition(*, campaign: Campaign, actor: AbstractBaseUser | None, a
 
 
 def campaigns_advance(*, now: datetime.datetime | None = None) -> dict[str, int]:
-    """Start approved campaigns whose time has come; complete ended or spent ones.
+    """Start approved campaigns whose time has come; complete ended or spent ones (approved
+    ones whose end passed before they ran included).
 
     Run periodically; idempotent. A campaign that cannot start (no approved creative) stays
     approved and is retried on the next run.
@@ -310,9 +312,11 @@ def campaigns_advance(*, now: datetime.datetime | None = None) -> dict[str, int]
             counts["activated"] += 1
         except DomainError:
             continue
-    running = Campaign.objects.filter(status__in=[Status.ACTIVE, Status.PAUSED])
-    ended = running.filter(end_at__lte=now) | running.filter(spent__gte=models.F("total_budget"))
-    for campaign in ended.distinct():
+    ended = Campaign.objects.filter(
+        status__in=[Status.APPROVED, Status.ACTIVE, Status.PAUSED], end_at__lte=now)
+    spent = Campaign.objects.filter(status__in=[Status.ACTIVE, Status.PAUSED],
+                                    spent__gte=models.F("total_budget"))
+    for campaign in (ended | spent).distinct():
         reason = "Schedule ended" if campaign.end_at <= now else "Total budget spent"
         campaign_transition(campaign=campaign, actor=None, action="complete", note=reason,
                             now=now)

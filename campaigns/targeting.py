@@ -171,10 +171,12 @@ def parse_dayparts(text: str) -> dict[str, list[int]]:
             start = int(start_text)
             end = int(end_text) if dash else start + 1
             if not 0 <= start < end <= 24:
-                raise ValidationError(f"{hour_span!r}: hours run from 0 to 24.", code="invalid_value")
+                raise ValidationError(f"{hour_span!r}: hours run from 0 to 24.",
+                                      code="invalid_value")
             hours.extend(range(start, end))
         if not hours:
-            raise ValidationError(f"{part!r} needs hours, like 'mon-fri 9-17'.", code="invalid_value")
+            raise ValidationError(f"{part!r} needs hours, like 'mon-fri 9-17'.",
+                                  code="invalid_value")
         for day in days:
             result[day] = sorted(set(result.get(day, [])) | set(hours))
     return result
@@ -191,7 +193,8 @@ def format_dayparts(value: dict[str, list[int]]) -> str:
 def _span(text: str, names: tuple[str, ...], what: str) -> list[str]:
     first, dash, last = text.partition("-")
     if first not in names or (dash and last not in names):
-        raise ValidationError(f"{text!r} is not a {what} or range like mon-fri.", code="invalid_value")
+        raise ValidationError(f"{text!r} is not a {what} or range like mon-fri.",
+                              code="invalid_value")
     start, end = names.index(first), names.index(last if dash else first)
     if end < start:
         raise ValidationError(f"{text!r} runs backwards.", code="invalid_value")

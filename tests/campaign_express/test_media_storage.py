@@ -69,7 +69,8 @@ def test_uploaded_asset_lands_in_the_configured_s3_bucket(s3_endpoint):
         response = client.post("/api/v1/creatives/", {
             "campaign": campaign.pk, "name": "Red square", "format": "banner",
             "sizes": '["300x250"]', "adomain": "bucket.example",
-            "asset": SimpleUploadedFile("red.png", _png(), content_type="image/png")}, format="multipart")
+            "asset": SimpleUploadedFile("red.png", _png(),
+                                        content_type="image/png")}, format="multipart")
     assert response.status_code == 201, response.json()
     assert response.json()["asset"].startswith(f"{s3_endpoint}/{BUCKET}/creatives/")
     objects = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=BUCKET)

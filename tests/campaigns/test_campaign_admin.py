@@ -108,6 +108,17 @@ def test_a_marketer_sees_only_their_advertisers_objects_in_the_admin(model, mark
     assert other_page["Location"] == "/admin/"
 
 
+@pytest.mark.parametrize("model", ["campaign", "creative"])
+def test_a_marketers_list_filters_never_name_another_advertiser(model, marketer,
+                                                                two_advertisers):
+    own, other = two_advertisers["advertiser"]
+
+    page = logged_in(marketer).get(f"/admin/campaigns/{model}/").content.decode()
+
+    assert own.name in page if model == "campaign" else True  # the advertiser column
+    assert other.name not in page
+
+
 @pytest.mark.parametrize("role", ["approver", "ops"])
 def test_approvers_and_ops_see_every_campaign_in_the_admin(role, request, two_advertisers):
     own, other = two_advertisers["campaign"]

@@ -50,8 +50,8 @@ def test_allowed_transitions_cover_the_whole_workflow():
     assert sorted(ALLOWED) == sorted([
         ("submit", "draft"), ("approve", "in_review"), ("reject", "in_review"),
         ("reopen", "rejected"), ("activate", "approved"), ("pause", "active"),
-        ("resume", "paused"), ("complete", "active"), ("complete", "paused"),
-        ("archive", "draft"), ("archive", "rejected"), ("archive", "completed"),
+        ("resume", "paused"), ("complete", "approved"), ("complete", "active"),
+        ("complete", "paused"), ("archive", "draft"), ("archive", "rejected"), ("archive", "completed"),
     ])
 
 
@@ -317,6 +317,29 @@ def test_advance_completes_a_campaign_that_spent_its_total_budget(make_campaign)
     assert (campaign.status, almost.status) == (Status.COMPLETED, Status.ACTIVE)
     assert transition_entries(campaign) == [(None, "active", "completed", "Total budget spent")]
     assert transition_entries(almost) == []
+
+
+def test_advance_completes_an_approved_campaign_whose_end_passed_before_it_ran(make_campaign):
+    campaign = make_campaign(Status.APPROVED, approved_creative=False, start_at=START,
+                             end_at=END)
+
+    counts = services.campaigns_advance(now=END)
+
+    campaign.refresh_from_db()
+    assert counts == {"activated": 0, "completed": 1}
+    assert campaign.status == Status.COMPLETED
+    assert transition_entries(campaign) == [(None, "approved", "completed", "Schedule ended")]
+
+
+def test_advance_does_not_complete_an_approved_campaign_for_its_budget(make_campaign):
+    campaign = make_campaign(Status.APPROVED, start_at=START, end_at=END)
+    Campaign.objects.filter(pk=campaign.pk).update(spent=campaign.total_budget)
+
+    counts = services.campaigns_advance(now=START - datetime.timedelta(seconds=1))
+
+    campaign.refresh_from_db()
+    assert counts == {"activated": 0, "completed": 0}
+    assert campaign.status == Status.APPROVED
 
 
 def test_advance_is_idempotent(make_campaign):
