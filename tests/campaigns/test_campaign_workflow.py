@@ -51,7 +51,8 @@ def test_allowed_transitions_cover_the_whole_workflow():
         ("submit", "draft"), ("approve", "in_review"), ("reject", "in_review"),
         ("reopen", "rejected"), ("activate", "approved"), ("pause", "active"),
         ("resume", "paused"), ("complete", "approved"), ("complete", "active"),
-        ("complete", "paused"), ("archive", "draft"), ("archive", "rejected"), ("archive", "completed"),
+        ("complete", "paused"), ("archive", "draft"), ("archive", "rejected"),
+        ("archive", "completed"),
     ])
 
 
