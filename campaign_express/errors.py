@@ -18,5 +18,8 @@ class DomainError(Exception):
         self.status = status
         self.code = code
 
-    def as_dict(self) -> dict[str, list[str]]:
-        return {self.field or "detail": [self.message]}
+    def as_dict(self) -> dict[str, str | list[str]]:
+        """A field's messages as a list, as DRF gives them; otherwise DRF's ``detail``."""
+        if self.field:
+            return {self.field: [self.message]}
+        return {"detail": self.message}

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
@@ -412,8 +411,3 @@ def creative_review(*, creative: Creative, actor: AbstractBaseUser, approve: boo
            note=note or ("approve" if approve else "reject"))
     return creative
 
-
-def validation_error_as_domain(error: ValidationError) -> DomainError:
-    """For callers that need one message: the first field error."""
-    field, messages = next(iter(error.message_dict.items()))
-    return DomainError(messages[0], field=None if field == "__all__" else field)

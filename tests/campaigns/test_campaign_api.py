@@ -392,7 +392,7 @@ def test_a_marketer_cannot_approve_through_the_api(marketer_api, make_campaign):
 
     assert response.status_code == 403
     assert response.json() == {
-        "detail": ["You do not have the 'campaigns.approve_campaign' permission."],
+        "detail": "You do not have the 'campaigns.approve_campaign' permission.",
         "code": "permission_denied"}
     campaign.refresh_from_db()
     assert campaign.status == "in_review"
@@ -498,7 +498,7 @@ def test_a_marketer_cannot_approve_a_creative(marketer_api, creative_factory, ca
 
     assert response.status_code == 403
     assert response.json() == {
-        "detail": ["You do not have the 'campaigns.approve_creative' permission."],
+        "detail": "You do not have the 'campaigns.approve_creative' permission.",
         "code": "permission_denied"}
     creative.refresh_from_db()
     assert (creative.approval_status, creative.reviewed_by) == ("pending", None)
