@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,15 @@ def test_log_filter_parses_default_and_per_logger_levels():
         "warning", {"campaigns": "debug", "django.db": "error"})
     with pytest.raises(env.ConfigError, match="unknown level 'loud'"):
         parse_filter("campaigns=loud")
+
+
+def test_manage_py_in_production_mode_stops_naming_the_missing_variable(tmp_path):
+    environ = {key: value for key, value in os.environ.items()
+               if key not in PRODUCTION and not key.startswith("CAMPAIGN_EXPRESS__")}
+    environ.update({**PRODUCTION, "CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path)})
+    del environ["NATS_URL"]
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=environ,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("configuration error: NATS_URL is required when "
+                                     "CAMPAIGN_EXPRESS__MODE=production; see .env.example")
