@@ -62,6 +62,26 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}NPU__MODEL_PATH", "(the shipped default model)",
              "path of the ONNX offer-scoring model"),
     Variable(f"{PREFIX}NPU__NUM_THREADS", "4", "onnxruntime intra-op threads"),
+    Variable(f"{PREFIX}NPU__MODEL_NAME", "offer-scoring",
+             "the registry name of the offer-scoring model a bidder serves"),
+    Variable(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", "16",
+             "rows that make the batching buffer run a batch at once"),
+    Variable(f"{PREFIX}NPU__BATCHER_FLUSH_US", "500",
+             "microseconds the oldest waiting row may wait before its batch runs anyway"),
+    Variable(f"{PREFIX}NPU__REMOTE_URL", "",
+             "`remote` provider: base URL of a KServe v2 / Open Inference Protocol server"),
+    Variable(f"{PREFIX}NPU__REMOTE_MODEL", "(MODEL_NAME)",
+             "`remote` provider: the model's name on that server"),
+    Variable(f"{PREFIX}NPU__REMOTE_TIMEOUT_MS", "100",
+             "timeout of one remote inference call, in milliseconds"),
+    Variable(f"{PREFIX}NPU__GROQ_URL", "",
+             "`groq` provider: KServe v2 endpoint of the inference server in front of Groq"),
+    Variable(f"{PREFIX}NPU__INFERENTIA2_URL", "",
+             "`inferentia2` provider: KServe v2 endpoint in front of AWS Inferentia2"),
+    Variable(f"{PREFIX}NPU__INFERENTIA3_URL", "",
+             "`inferentia3` provider: KServe v2 endpoint in front of AWS Inferentia3"),
+    Variable(f"{PREFIX}NPU__TENSTORRENT_URL", "",
+             "`tenstorrent` provider: KServe v2 endpoint in front of Tenstorrent cards"),
     Variable(f"{PREFIX}NPU__FALLBACK", "",
              "set to `cpu` to fall back to the CPU provider (with a warning and a metric) when "
              "the configured one is unavailable; empty means fail at start"),
@@ -116,6 +136,16 @@ class Config:
     npu_model_path: str
     npu_num_threads: int
     npu_fallback: str
+    npu_model_name: str
+    npu_batcher_max_items: int
+    npu_batcher_flush_us: int
+    npu_remote_url: str
+    npu_remote_model: str
+    npu_remote_timeout_ms: int
+    npu_groq_url: str
+    npu_inferentia2_url: str
+    npu_inferentia3_url: str
+    npu_tenstorrent_url: str
     loyalty_enabled: bool
     dsp_enabled: bool
     log_filter: str
@@ -200,6 +230,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     if provider not in PROVIDERS:
         raise ConfigError(f"{PREFIX}NPU__PROVIDER must be one of {', '.join(PROVIDERS)}, "
                           f"got {provider!r}")
+    model_name = read.text(f"{PREFIX}NPU__MODEL_NAME")
     return Config(
         mode=mode,
         secret_key=read.raw(f"{PREFIX}SECRET_KEY") or _embedded_secret_key(data_dir),
@@ -217,7 +248,20 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         npu_provider=provider,
         npu_model_path=read.raw(f"{PREFIX}NPU__MODEL_PATH"),
         npu_num_threads=read.integer(f"{PREFIX}NPU__NUM_THREADS", low=1, high=1024),
-        npu_fallback=read.text(f"{PREFIX}NPU__FALLBACK").lower(),
+        npu_fallback=read.choice(f"{PREFIX}NPU__FALLBACK", ("", "cpu")),
+        npu_model_name=model_name,
+        npu_batcher_max_items=read.integer(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", low=1,
+                                           high=4096),
+        npu_batcher_flush_us=read.integer(f"{PREFIX}NPU__BATCHER_FLUSH_US", low=0,
+                                          high=1_000_000),
+        npu_remote_url=read.raw(f"{PREFIX}NPU__REMOTE_URL"),
+        npu_remote_model=read.raw(f"{PREFIX}NPU__REMOTE_MODEL") or model_name,
+        npu_remote_timeout_ms=read.integer(f"{PREFIX}NPU__REMOTE_TIMEOUT_MS", low=1,
+                                           high=60_000),
+        npu_groq_url=read.raw(f"{PREFIX}NPU__GROQ_URL"),
+        npu_inferentia2_url=read.raw(f"{PREFIX}NPU__INFERENTIA2_URL"),
+        npu_inferentia3_url=read.raw(f"{PREFIX}NPU__INFERENTIA3_URL"),
+        npu_tenstorrent_url=read.raw(f"{PREFIX}NPU__TENSTORRENT_URL"),
         loyalty_enabled=read.boolean(f"{PREFIX}LOYALTY__ENABLED"),
         dsp_enabled=read.boolean(f"{PREFIX}DSP__ENABLED"),
         log_filter=read.text(f"{PREFIX}LOG"),

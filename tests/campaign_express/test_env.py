@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -81,6 +82,17 @@ def test_every_variable_is_documented_in_env_example_and_docs():
     for variable in env.VARIABLES:
         assert f"\n{variable.name}=" in example, variable.name
         assert f"`{variable.name}`" in docs, variable.name
+
+
+def test_configuration_docs_are_what_the_generator_writes():
+    spec = importlib.util.spec_from_file_location("config_docs",
+                                                  ROOT / "scripts" / "config_docs.py")
+    config_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config_docs)
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    assert (ROOT / ".env.example").read_text() == config_docs.env_example(), (
+        "run scripts/config_docs.py")
+    assert docs == config_docs.configuration_doc(docs), "run scripts/config_docs.py"
 
 
 def test_log_filter_parses_default_and_per_logger_levels():
