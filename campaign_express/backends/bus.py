@@ -5,12 +5,14 @@ embedded-mode process the same semantics with asyncio alone. Both pass
 `tests/backends/test_bus_contract.py`, so code written against `Bus` behaves the same in a
 demo and in production: NATS subject wildcards (`*` one token, `>` one or more trailing
 tokens), queue groups (each message to exactly one member), request/reply where nobody
-answering is a `BusTimeout`, and a key-value store whose revisions only increase.
+answering is a `BusTimeout`, a key-value store whose revisions only increase, and an object store for files such as
+model versions (JetStream's object store).
 
 Bid requests travel by core request/reply on `campaign-bids.bid-requests` (queue group
 `bid-agents`). This module never creates a stream capturing that subject: a stream would ack
 the request itself and the requester would read the ack as the answer. The only streams it
-creates are key-value buckets (`KV_<bucket>`, subjects `$KV.<bucket>.>`). The server may be
+creates are key-value buckets (`KV_<bucket>`, subjects `$KV.<bucket>.>`) and object stores
+(`OBJ_<bucket>`, subjects `$O.<bucket>.>`). The server may be
 NATS 2.9, so nothing here relies on 2.10 features.
 
 Django-free: the bidder imports it.
@@ -35,6 +37,7 @@ import nats.aio.subscription
 import nats.errors
 import nats.js.errors
 import nats.js.kv
+import nats.js.object_store
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,10 @@ class Bus(Protocol):
     async def kv_put(self, bucket: str, key: str, value: bytes) -> int: ...
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None: ...
+
+    async def object_put(self, bucket: str, name: str, data: bytes) -> None: ...
+
+    async def object_get(self, bucket: str, name: str) -> bytes | None: ...
 
 
 def _check_subject(subject: str) -> None:
@@ -209,6 +216,7 @@ class InProcessBus:
         self._subscriptions: list[_InProcessSubscription] = []
         self._buckets: dict[str, dict[str, bytes]] = {}
         self._revisions: dict[str, int] = {}
+        self._objects: dict[str, dict[str, bytes]] = {}
         self._is_connected = False
 
     def _require_connected(self) -> None:
@@ -309,6 +317,16 @@ class InProcessBus:
         self._require_connected()
         return self._buckets.get(bucket, {}).get(key)
 
+    async def object_put(self, bucket: str, name: str, data: bytes) -> None:
+        _check_kv(bucket, name)
+        self._require_connected()
+        self._objects.setdefault(bucket, {})[name] = bytes(data)
+
+    async def object_get(self, bucket: str, name: str) -> bytes | None:
+        _check_kv(bucket, name)
+        self._require_connected()
+        return self._objects.get(bucket, {}).get(name)
+
 
 @contextmanager
 def _unavailable_on_error(action: str) -> Iterator[None]:
@@ -350,6 +368,7 @@ class NatsBus:
         self._name = name
         self._client: nats.aio.client.Client | None = None
         self._buckets: dict[str, nats.js.kv.KeyValue] = {}
+        self._object_stores: dict[str, nats.js.object_store.ObjectStore] = {}
 
     async def _log_error(self, error: Exception) -> None:
         logger.warning("nats: %r", error)
@@ -477,6 +496,39 @@ class NatsBus:
             except nats.js.errors.KeyNotFoundError:
                 return None
         return entry.value or b""
+
+    async def _object_store(self, bucket: str) -> nats.js.object_store.ObjectStore:
+        """The object store's handle (JetStream object store), created on first use."""
+        handle = self._object_stores.get(bucket)
+        if handle is not None:
+            return handle
+        jetstream = self._connected_client().jetstream(timeout=self._timeout)
+        with _unavailable_on_error("object_store"):
+            try:
+                handle = await jetstream.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    handle = await jetstream.create_object_store(bucket=bucket)
+                except nats.js.errors.BadRequestError:
+                    handle = await jetstream.object_store(bucket)
+        self._object_stores[bucket] = handle
+        return handle
+
+    async def object_put(self, bucket: str, name: str, data: bytes) -> None:
+        _check_kv(bucket, name)
+        handle = await self._object_store(bucket)
+        with _unavailable_on_error("object_put"):
+            await handle.put(name, data)
+
+    async def object_get(self, bucket: str, name: str) -> bytes | None:
+        _check_kv(bucket, name)
+        handle = await self._object_store(bucket)
+        with _unavailable_on_error("object_get"):
+            try:
+                result = await handle.get(name)
+            except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
+                return None
+        return bytes(result.data or b"")
 
 
 def bus_from_url(url: str) -> Bus:

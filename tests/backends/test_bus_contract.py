@@ -56,6 +56,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BusUnderTest]
     for bucket in under_test.buckets:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await cleaner.jetstream().delete_key_value(bucket)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await cleaner.jetstream().delete_object_store(bucket)
     await cleaner.close()
 
 
@@ -262,6 +264,18 @@ async def test_kv_values_survive_a_new_connection(backend: BusUnderTest) -> None
     assert await reader.kv_get(bucket, "snapshot") == b"v7"
     if reader is not backend.bus:
         await reader.close()
+
+
+async def test_object_store_keeps_files_bigger_than_a_message(backend: BusUnderTest) -> None:
+    bucket = backend.bucket("models")
+    model = bytes(range(256)) * 8192  # 2 MiB: JetStream splits it into chunks
+
+    await backend.bus.object_put(bucket, "offer-scoring/3", model)
+    await backend.bus.object_put(bucket, "offer-scoring/4", b"newer")
+
+    assert await backend.bus.object_get(bucket, "offer-scoring/3") == model
+    assert await backend.bus.object_get(bucket, "offer-scoring/4") == b"newer"
+    assert await backend.bus.object_get(bucket, "offer-scoring/5") is None
 
 
 async def test_invalid_subjects_and_names_are_rejected(backend: BusUnderTest) -> None:
