@@ -5,8 +5,8 @@ embedded-mode process the same semantics with asyncio alone. Both pass
 `tests/backends/test_bus_contract.py`, so code written against `Bus` behaves the same in a
 demo and in production: NATS subject wildcards (`*` one token, `>` one or more trailing
 tokens), queue groups (each message to exactly one member), request/reply where nobody
-answering is a `BusTimeout`, a key-value store whose revisions only increase, and an object store for files such as
-model versions (JetStream's object store).
+answering is a `BusTimeout`, a key-value store whose revisions only increase, and an object
+store for files such as model versions (JetStream's object store).
 
 Bid requests travel by core request/reply on `campaign-bids.bid-requests` (queue group
 `bid-agents`). This module never creates a stream capturing that subject: a stream would ack

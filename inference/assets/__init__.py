@@ -1,0 +1,1 @@
+"""The shipped offer-scoring model and its manifest, written by inference/train.py."""
