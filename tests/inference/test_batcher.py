@@ -112,7 +112,7 @@ async def test_inference_runs_off_the_event_loop():
     await batcher.infer(rows(1))
     task.cancel()
     assert ticks >= 5
-    assert model.threads == {"infer-test_0"}
+    assert model.threads == {"infer-test"}
 
 
 async def test_drain_waits_for_rows_in_flight():
