@@ -27,6 +27,13 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": schedule(timedelta(seconds=60)),
         "options": {"expires": 55},
     },
+    # Moves model rollouts along (validation, canary, judgement); soak periods are minutes,
+    # so ten seconds keeps a decision close to its due time.
+    "inference-rollouts": {
+        "task": "inference.tasks.rollouts_advance",
+        "schedule": schedule(timedelta(seconds=10)),
+        "options": {"expires": 9},
+    },
 }
 
 app = Celery("campaign_express")

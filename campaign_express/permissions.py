@@ -20,3 +20,12 @@ class CanView(ModelPermissions):
     perms_map = {method: ModelPermissions.perms_map["GET"]
                  for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")}
     perms_map["OPTIONS"] = []
+
+
+class CanChange(ModelPermissions):
+    """For actions that change an object's state (activate a model version): the change
+    permission, whatever the HTTP method."""
+
+    perms_map = {method: ["%(app_label)s.change_%(model_name)s"]
+                 for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")}
+    perms_map["OPTIONS"] = []

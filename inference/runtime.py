@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from campaign_express.backends.bus import Bus, Message
+from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store, StoreUnavailable
 from inference.batcher import InferenceBatcher, Matrix
 from inference.metrics import ACTIVE_MODEL, INFERENCE_ERRORS, MODEL_LOAD_FAILURES
@@ -153,7 +153,7 @@ class ModelRuntime:
         self._apply_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._stats_task: asyncio.Task[None] | None = None
-        self._subscription: object | None = None
+        self._subscription: Subscription | None = None
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -346,6 +346,9 @@ class ModelRuntime:
                                       ttl_seconds=STATS_TTL_SECONDS)
 
     async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

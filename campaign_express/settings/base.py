@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "channels",
     "campaign_express",
     "campaigns",
+    "inference",
 ]
 
 MIDDLEWARE = [
@@ -141,6 +142,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed package, so the docs work without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "campaigns.models.Campaign.Status",
+        "ModelVersionStatusEnum": "inference.models.ModelVersion.Status",
+    },
 }
 
 # Backends: an unset URL selects the embedded, in-process implementation.
