@@ -24,7 +24,14 @@ from django.utils import timezone
 from campaign_express.errors import DomainError
 from campaign_express.platform import bus_call, store_call
 from campaign_express.tasks import enqueue_on_commit
-from inference.modelfile import ModelFileError, check_schema, golden_check, inspect_model
+from inference.modelfile import (
+    DEFAULT_MODEL_PATH,
+    ModelFileError,
+    check_schema,
+    default_model_manifest,
+    golden_check,
+    inspect_model,
+)
 from inference.models import ModelVersion, Rollout
 from inference.providers import ModelSource, create_provider
 from inference.runtime import (
@@ -314,3 +321,17 @@ def rollouts_advance() -> int:
     for rollout_id in list(running):
         rollout_advance(rollout_id=rollout_id)
     return len(running)
+
+
+def model_default_register() -> ModelVersion:
+    """Register the shipped model as the active version if the registry has none yet."""
+    manifest = default_model_manifest()
+    existing = ModelVersion.objects.filter(name=manifest["name"]).order_by("-created_at").first()
+    if existing is not None:
+        return existing
+    model_version = model_version_register(actor=None, name=manifest["name"],
+                                           version=str(manifest["version"]),
+                                           location=f"file://{DEFAULT_MODEL_PATH}",
+                                           description="The shipped default model.")
+    model_version_validate(model_version=model_version)
+    return model_version_activate(model_version=model_version)

@@ -65,8 +65,23 @@ def test_the_seed_demo_command_prints_passwords_once(db, capsys):
     call_command("seed_demo")
     second = capsys.readouterr().out
 
-    assert first.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives.\n")
+    assert first.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives; "
+                            "model offer-scoring 1 is active.\n")
     assert first.count("(shown once)") == 4
-    assert second.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives.\n")
+    assert second.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives; "
+                             "model offer-scoring 1 is active.\n")
     assert "password:" not in second
     assert second.count("exists; reset its password") == 4
+
+
+def test_the_seed_demo_command_registers_the_shipped_model_once(db,
+                                                                django_capture_on_commit_callbacks):
+    from inference.models import ModelVersion
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo")
+        call_command("seed_demo")
+
+    version = ModelVersion.objects.get()
+    assert (version.name, version.version, version.status) == ("offer-scoring", "1", "active")
+    assert version.validation["loads"] is True
