@@ -10,6 +10,7 @@ import threading
 import time
 
 import msgspec
+import nats
 import numpy as np
 import pytest
 from django.contrib.auth.models import Group, User
@@ -295,3 +296,39 @@ def test_a_rollout_fails_at_validation_without_touching_the_bidders(ops, bidder)
     assert rollout.stage == Rollout.Stage.FAILED
     assert "GoldenMismatch" in rollout.decision["reason"]
     assert bidder.runtime.serving()["canary"] is None
+
+
+@pytest.mark.nats
+@pytest.mark.redis
+def test_with_nats_and_redis_uploads_go_to_the_object_store_and_activation_to_the_bucket(
+        api, nats_url, redis_url, django_capture_on_commit_callbacks, settings):
+    settings.NATS_URL, settings.REDIS_URL = nats_url, redis_url
+    name = f"registry-test-{time.time_ns()}"
+    data = variant(version="1", scale=1.2)
+
+    response = api.post("/api/v1/models/", {"name": name, "version": "1",
+                                            "file": SimpleUploadedFile("m.onnx", data)},
+                        format="multipart")
+    version = ModelVersion.objects.get(pk=response.json()["id"])
+    services.model_version_validate(model_version=version)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.model_version_activate(model_version=version)
+
+    assert version.location == f"objectstore://{MODELS_BUCKET}/{name}/1"
+    assert bus_call(lambda bus: bus.object_get(MODELS_BUCKET, f"{name}/1")) == data
+    published = msgspec.json.decode(
+        bus_call(lambda bus: bus.kv_get(MODELS_BUCKET, kv_key(name, "active"))),
+        type=ModelUpdate)
+    assert (published.version, published.sha256, published.share) == ("1", sha256(data), 1.0)
+    state = api.get(f"/api/v1/models/{version.pk}/").json()["runtime"]
+    assert state == {"bidders_loaded": 0, "bidders_failed": 0, "last_failure": None,
+                     "requests": 0, "errors": 0, "latency_us": 0}
+
+    async def clean_up() -> None:
+        client = await nats.connect(nats_url)
+        jetstream = client.jetstream()
+        await (await jetstream.key_value(MODELS_BUCKET)).purge(kv_key(name, "active"))
+        await (await jetstream.object_store(MODELS_BUCKET)).delete(f"{name}/1")
+        await client.close()
+
+    asyncio.run(clean_up())
