@@ -1,0 +1,121 @@
+"""The config snapshot: everything the bid path needs from the campaigns app, and nothing else.
+
+The campaigns app compiles active campaigns, their approved creatives, the exchanges and the
+currency rates into one immutable, versioned `Snapshot` after every committed change that
+affects bidding, publishes it on NATS and keeps the latest in a key-value bucket. A bidder
+decodes it, builds its index and swaps both in at once, so it never serves half a change.
+
+Only plain values cross: ids, vocabularies as the bid path matches them (see
+`campaigns.targeting`), money as Decimal, times as UTC epoch seconds. Adding a field is
+backwards compatible (bidders ignore fields they do not know); removing or re-typing one
+needs `SCHEMA_VERSION` bumped, and a bidder refuses a snapshot whose schema it does not know.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+SUBJECT = "config.snapshot"  # NATS subject a new snapshot is published on
+BUCKET = "config"  # key-value bucket holding the latest snapshot
+KEY = "snapshot"
+
+
+class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    name: str
+    format: str  # banner, video, native, audio
+    sizes: tuple[tuple[int, int], ...] = ()
+    asset_url: str = ""  # absolute URL of the uploaded asset, "" with third-party markup
+    markup: str = ""  # third-party markup (HTML tag, VAST XML, native JSON)
+    click_url: str = ""
+    adomain: str = ""
+    categories: tuple[str, ...] = ()
+    attributes: tuple[int, ...] = ()
+    mimes: tuple[str, ...] = ()
+    protocols: tuple[int, ...] = ()
+    duration_seconds: int | None = None
+    is_secure: bool = True  # every URL it loads is https
+
+
+class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    advertiser_id: int
+    name: str
+    currency: str
+    time_zone: str  # the advertiser's, for dayparts and even pacing
+    start_at: int  # UTC epoch seconds
+    end_at: int
+    dayparts: dict[str, tuple[int, ...]] = {}  # mon..sun -> hours; empty means always
+    total_budget: Decimal
+    daily_budget: Decimal
+    pacing: str = "even"  # even, accelerated
+    base_bid_cpm: Decimal
+    max_bid_cpm: Decimal
+    frequency_cap_hour: int | None = None
+    frequency_cap_day: int | None = None
+    frequency_cap_lifetime: int | None = None
+    countries: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    device_types: tuple[str, ...] = ()
+    operating_systems: tuple[str, ...] = ()
+    site_domains_allow: tuple[str, ...] = ()
+    site_domains_block: tuple[str, ...] = ()
+    app_bundles_allow: tuple[str, ...] = ()
+    app_bundles_block: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+    loyalty_tiers: tuple[str, ...] = ()
+    deal_ids: tuple[str, ...] = ()
+    creatives: tuple[CreativeEntry, ...] = ()
+
+
+class ExchangeEntry(msgspec.Struct, frozen=True, kw_only=True):
+    slug: str  # the path segment of /v1/bid/{exchange}
+    name: str
+    seat: str  # our seat id at this exchange
+    is_default: bool = False  # serves /v1/bid without a slug
+    auth: str = "none"  # none, token, ip
+    token_sha256: str = ""  # sha256 of the bearer token the exchange sends (auth=token)
+    allowed_networks: tuple[str, ...] = ()  # CIDRs (auth=ip)
+    price_decryption: str = ""  # "" (plain prices) or a decryption hook name
+    price_key_ref: str = ""  # where the hook finds its key (an environment variable name)
+    currency: str = "USD"  # what this exchange settles in
+    no_bid_style: str = "204"  # 204, or nbr: 200 {"id", "nbr"}
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    version: int  # increases with every publish
+    created_at: str  # ISO 8601 UTC
+    campaigns: tuple[CampaignEntry, ...] = ()
+    exchanges: tuple[ExchangeEntry, ...] = ()
+    # Units of each currency per 1 USD, as ops set them; USD itself is 1.
+    usd_rates: dict[str, Decimal] = {}
+
+
+class SnapshotError(ValueError):
+    """A snapshot this bidder cannot serve (undecodable or of an unknown schema)."""
+
+
+_encoder = msgspec.json.Encoder(decimal_format="string")
+_decoder = msgspec.json.Decoder(Snapshot)
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    return _encoder.encode(snapshot)
+
+
+def decode(data: bytes) -> Snapshot:
+    try:
+        snapshot = _decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise SnapshotError(f"undecodable snapshot: {error}") from error
+    if snapshot.schema_version != SCHEMA_VERSION:
+        raise SnapshotError(f"snapshot schema {snapshot.schema_version}; this bidder reads "
+                            f"schema {SCHEMA_VERSION}")
+    return snapshot
