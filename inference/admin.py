@@ -73,6 +73,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             model_version=version).status),
     ]
 
+    def has_delete_permission(self, request, obj=None):
+        # Bidders serve the active version and the canary; they must never lose the file.
+        if obj is not None and obj.status in (ModelVersion.Status.ACTIVE,
+                                              ModelVersion.Status.CANARY):
+            return False
+        return super().has_delete_permission(request, obj)
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ModelUploadForm

@@ -181,6 +181,17 @@ def test_registry_admin_pages_render(ops, active_v1):
         assert client.get(path).status_code == 200, path
 
 
+def test_the_active_version_cannot_be_deleted_in_the_admin(ops, active_v1):
+    client = Client()
+    client.force_login(ops)
+
+    response = client.post(f"/admin/inference/modelversion/{active_v1.pk}/delete/",
+                           {"post": "yes"})
+
+    assert response.status_code == 403
+    assert ModelVersion.objects.filter(pk=active_v1.pk).exists()
+
+
 def test_the_admin_upload_form_refuses_a_file_that_is_not_a_model(ops):
     client = Client()
     client.force_login(ops)
