@@ -1,0 +1,99 @@
+"""Ad markup built from a creative: HTML for banners, VAST 4 for video and audio, the Native
+1.2 response for native. Third-party markup is passed through as the marketer gave it.
+
+The URLs passed in (click, impression, tracking) are ours; they reach the exchange inside
+the markup, where the spec's macros (`${AUCTION_PRICE}`, ...) are substituted, so they are
+written unescaped in URLs and escaped only as XML or HTML requires.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+from bidding.snapshot import CreativeEntry
+
+VAST_EVENTS = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
+
+
+def banner_html(creative: CreativeEntry, *, width: int, height: int, click_url: str,
+                impression_url: str) -> str:
+    if creative.markup:
+        return creative.markup + _pixel(impression_url)
+    return (f'<a href="{escape(click_url)}" target="_blank" rel="noopener">'
+            f'<img src="{escape(creative.asset_url)}" width="{width}" height="{height}" '
+            f'alt="{escape(creative.name)}" style="border:0;display:block"></a>'
+            + _pixel(impression_url))
+
+
+def _pixel(url: str) -> str:
+    return (f'<img src="{escape(url)}" width="1" height="1" alt="" '
+            'style="position:absolute;left:-9999px">')
+
+
+def vast(creative: CreativeEntry, *, ad_id: str, click_url: str, impression_url: str,
+         tracking_url: str, width: int = 0, height: int = 0) -> str:
+    """A VAST 4.0 InLine ad; third-party VAST passes through unchanged."""
+    if creative.markup:
+        return creative.markup
+    duration = creative.duration_seconds or 0
+    clock = f"{duration // 3600:02d}:{duration % 3600 // 60:02d}:{duration % 60:02d}.000"
+    mime = creative.mimes[0] if creative.mimes else (
+        "video/mp4" if creative.format == "video" else "audio/mpeg")
+    size = f' width="{width}" height="{height}"' if creative.format == "video" else ""
+    events = "".join(
+        f'<Tracking event="{event}"><![CDATA[{tracking_url}&event={event}]]></Tracking>'
+        for event in VAST_EVENTS)
+    clicks = (f"<VideoClicks><ClickThrough><![CDATA[{click_url}]]></ClickThrough>"
+              "</VideoClicks>") if creative.format == "video" else ""
+    return (
+        f'<VAST version="4.0"><Ad id="{xml_escape(ad_id)}"><InLine>'
+        "<AdSystem>Campaign Express</AdSystem>"
+        f"<AdTitle>{xml_escape(creative.name)}</AdTitle>"
+        f"<Impression><![CDATA[{impression_url}]]></Impression>"
+        f'<Creatives><Creative id="{creative.id}"><Linear><Duration>{clock}</Duration>'
+        f"<TrackingEvents>{events}</TrackingEvents>{clicks}"
+        f'<MediaFiles><MediaFile delivery="progressive" type="{xml_escape(mime)}"{size}>'
+        f"<![CDATA[{creative.asset_url}]]></MediaFile></MediaFiles>"
+        "</Linear></Creative></Creatives></InLine></Ad></VAST>")
+
+
+def native_response(creative: CreativeEntry, *, request_assets: list[dict[str, Any]],
+                    click_url: str, impression_url: str) -> str:
+    """The Native 1.2 response for the assets the request asked for.
+
+    Title assets get the creative's name, image assets its asset, data assets (sponsored-by,
+    description) the landing domain and name. An asset we cannot fill is left out; a
+    required one we cannot fill makes this return "" (the caller does not bid).
+    """
+    if creative.markup:
+        return creative.markup
+    assets = []
+    for asset in request_assets:
+        asset_id = asset.get("id")
+        filled: dict[str, Any] | None = None
+        if "title" in asset:
+            filled = {"title": {"text": creative.name[:asset["title"].get("len", 90) or 90]}}
+        elif "img" in asset and creative.asset_url:
+            image = asset["img"]
+            width = image.get("w") or image.get("wmin") or 0
+            height = image.get("h") or image.get("hmin") or 0
+            filled = {"img": {"url": creative.asset_url, "w": width, "h": height}}
+        elif "data" in asset:
+            data_type = asset["data"].get("type")
+            value = creative.adomain if data_type == 1 else creative.name
+            if value:
+                filled = {"data": {"value": value}}
+        if filled is None:
+            if asset.get("required"):
+                return ""
+            continue
+        assets.append({"id": asset_id, **filled})
+    return json.dumps({"native": {
+        "ver": "1.2", "assets": assets, "link": {"url": click_url},
+        "eventtrackers": [{"event": 1, "method": 1, "url": impression_url}]}},
+        separators=(",", ":"))
