@@ -1,0 +1,34 @@
+from urllib.parse import parse_qsl
+
+from bidding.signing import signed_query, verify
+
+SECRET = b"k" * 32
+FIELDS = ("auction", "imp", "bid", "campaign")
+
+
+def parse(query: str) -> dict[str, str]:
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def signed() -> str:
+    return signed_query(SECRET, "win", {"auction": "a-1", "imp": "1", "bid": "b-9",
+                                        "campaign": "42"},
+                        {"price": "${AUCTION_PRICE}", "cur": "${AUCTION_CURRENCY}"})
+
+
+def test_a_signed_query_keeps_macros_unescaped_for_the_exchange():
+    assert signed().endswith("&price=${AUCTION_PRICE}&cur=${AUCTION_CURRENCY}")
+
+
+def test_the_signature_verifies_after_the_exchange_fills_the_macros():
+    query = signed().replace("${AUCTION_PRICE}", "1.25").replace("${AUCTION_CURRENCY}", "USD")
+    assert verify(SECRET, "win", parse(query), FIELDS)
+
+
+def test_an_altered_field_another_purpose_or_key_or_a_missing_field_fails():
+    query = parse(signed())
+    assert not verify(SECRET, "win", {**query, "campaign": "43"}, FIELDS)
+    assert not verify(SECRET, "billing", query, FIELDS)
+    assert not verify(b"x" * 32, "win", query, FIELDS)
+    assert not verify(SECRET, "win", {k: v for k, v in query.items() if k != "bid"}, FIELDS)
+    assert not verify(SECRET, "win", {k: v for k, v in query.items() if k != "sig"}, FIELDS)
