@@ -23,6 +23,10 @@ SCHEMA_VERSION = 1
 SUBJECT = "config.snapshot"  # NATS subject a new snapshot is published on
 BUCKET = "config"  # key-value bucket holding the latest snapshot
 KEY = "snapshot"
+# Price decryption hooks an exchange may name (`ExchangeEntry.price_decryption`); the bidder
+# implements each one. "doubleclick": Google's encrypted winning price (HMAC-SHA1 pad and
+# integrity signature), which several other exchanges also use.
+PRICE_DECRYPTION_HOOKS = ("doubleclick",)
 
 
 class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,14 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": schedule(timedelta(seconds=60)),
         "options": {"expires": 55},
     },
+    # Publishes the config snapshot when a request is pending: the retry for a publish that
+    # failed (bus down), and a catch-up for one that commit order left behind. Ten seconds
+    # bounds how long a saved change can wait; a run with nothing pending is one query.
+    "config-snapshot-publish": {
+        "task": "campaigns.tasks.snapshot_publish",
+        "schedule": schedule(timedelta(seconds=10)),
+        "options": {"expires": 9},
+    },
     # Moves model rollouts along (validation, canary, judgement); soak periods are minutes,
     # so ten seconds keeps a decision close to its due time.
     "inference-rollouts": {

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PREFIX = "CAMPAIGN_EXPRESS__"
 
@@ -50,6 +51,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}NODE_ID", "(host name)",
              "this process's node id in events and metrics (Kubernetes sets the pod name)"),
     Variable(f"{PREFIX}AGENTS_PER_NODE", "20", "bid agents consuming `campaign-bids` per node"),
+    Variable(f"{PREFIX}PUBLIC_URL", "http://127.0.0.1:8080",
+             "public base URL of the web process; uploaded creative assets are served to "
+             "exchanges under it (use https in production, or bids are not marked secure)"),
     Variable(f"{PREFIX}API__HOST", "0.0.0.0", "address the HTTP, gRPC and metrics servers bind"),
     Variable(f"{PREFIX}API__HTTP_PORT", "8080", "HTTP port (web and bidder)"),
     Variable(f"{PREFIX}API__GRPC_PORT", "9090", "gRPC port of the bidder"),
@@ -125,6 +129,7 @@ class Config:
     allowed_hosts: tuple[str, ...]
     csrf_trusted_origins: tuple[str, ...]
     data_dir: Path
+    public_url: str
     node_id: str
     agents_per_node: int
     api_host: str
@@ -201,6 +206,13 @@ class _Reader:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def url(self, name: str, schemes: tuple[str, ...]) -> str:
+        value = self.text(name)
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
+        return value
+
     def items(self, name: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in self.text(name).split(",") if item.strip())
 
@@ -238,6 +250,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         allowed_hosts=read.items(f"{PREFIX}ALLOWED_HOSTS"),
         csrf_trusted_origins=read.items(f"{PREFIX}CSRF_TRUSTED_ORIGINS"),
         data_dir=data_dir,
+        public_url=read.url(f"{PREFIX}PUBLIC_URL", ("http", "https")).rstrip("/"),
         node_id=read.raw(f"{PREFIX}NODE_ID") or socket.gethostname(),
         agents_per_node=read.integer(f"{PREFIX}AGENTS_PER_NODE", low=1, high=10_000),
         api_host=read.text(f"{PREFIX}API__HOST"),

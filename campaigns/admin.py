@@ -1,4 +1,5 @@
-"""The marketer's admin: scoped to the user's advertisers, every write through the services."""
+"""The marketer's admin, scoped to the user's advertisers, and ops' exchanges and currency rates;
+every write goes through the services."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from django.utils.translation import ngettext
 
 from campaign_express.errors import DomainError
 from campaigns import selectors, services
-from campaigns.forms import CampaignForm, CreativeForm, NoteForm
-from campaigns.models import Advertiser, AuditEntry, Campaign, Creative
+from campaigns.forms import CampaignForm, CreativeForm, CurrencyRateForm, ExchangeForm, NoteForm
+from campaigns.models import Advertiser, AuditEntry, Campaign, Creative, CurrencyRate, Exchange
 
 READ_ONLY_STATUSES = (Campaign.Status.COMPLETED, Campaign.Status.ARCHIVED)
 
@@ -335,6 +336,75 @@ class CreativeAdmin(ScopedAdmin):
     def delete_queryset(self, request, queryset):
         for creative in queryset:
             services.creative_delete(creative=creative, actor=request.user)
+
+
+@admin.register(Exchange)
+class ExchangeAdmin(admin.ModelAdmin):
+    """Ops manage exchanges here; the token is write-only and shown only as set or not."""
+
+    form = ExchangeForm
+    list_display = ["name", "slug", "seat", "is_default", "auth", "token_is_set", "currency",
+                    "no_bid_style", "is_active"]
+    list_filter = ["is_active", "auth", "no_bid_style", "currency"]
+    search_fields = ["name", "slug", "seat"]
+    readonly_fields = ["token_is_set", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "seat", "is_default", "is_active"]}),
+        ("Authentication", {"fields": ["auth", "token_is_set", "token", "allowed_networks"]}),
+        ("Prices and answers", {"fields": ["currency", "price_decryption", "price_key_ref",
+                                           "no_bid_style"]}),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="token set", boolean=True)
+    def token_is_set(self, exchange: Exchange) -> bool:
+        return exchange.has_token
+
+    def save_model(self, request, obj, form, change):
+        data = {name: value for name, value in _changed(form).items() if name != "token"}
+        token = form.cleaned_data.get("token") or None
+        if change:
+            form.instance = services.exchange_update(
+                exchange=Exchange.objects.get(pk=obj.pk), actor=request.user, data=data,
+                token=token)
+        else:
+            form.instance = services.exchange_create(actor=request.user, data=data,
+                                                     token=token)
+        obj.pk = form.instance.pk
+
+    def delete_model(self, request, obj):
+        services.exchange_delete(exchange=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for exchange in queryset:
+            services.exchange_delete(exchange=exchange, actor=request.user)
+
+
+@admin.register(CurrencyRate)
+class CurrencyRateAdmin(admin.ModelAdmin):
+    """The rates bidders convert prices with (units per 1 USD); ops update them."""
+
+    form = CurrencyRateForm
+    list_display = ["currency", "units_per_usd", "updated_at"]
+    list_editable = ["units_per_usd"]
+    search_fields = ["currency"]
+    readonly_fields = ["updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["currency", "updated_at"] if obj is not None else ["updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        rate = services.currency_rate_set(actor=request.user, currency=obj.currency,
+                                          units_per_usd=obj.units_per_usd)
+        form.instance = rate
+        obj.pk = rate.pk
+
+    def delete_model(self, request, obj):
+        services.currency_rate_delete(rate=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for rate in queryset:
+            services.currency_rate_delete(rate=rate, actor=request.user)
 
 
 @admin.register(AuditEntry)

@@ -1,4 +1,5 @@
-"""REST API for marketers: advertisers, campaigns, creatives and the workflow actions.
+"""REST API for marketers (advertisers, campaigns, creatives and the workflow actions) and for
+ops (exchanges).
 
 Views validate input, call one service or selector, and serialize. Querysets always come from
 the selectors, so an object of another advertiser is a 404, never a leak.
@@ -17,7 +18,7 @@ from rest_framework.response import Response
 
 from campaign_express.permissions import CanView
 from campaigns import selectors, services
-from campaigns.models import Advertiser, AuditEntry, Campaign, Creative
+from campaigns.models import Advertiser, AuditEntry, Campaign, Creative, Exchange
 
 User = get_user_model()
 ACTION_PATTERN = "|".join(services.TRANSITIONS)
@@ -222,3 +223,48 @@ class CreativeViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], permission_classes=[CanView])
     def reject(self, request, pk=None):
         return self._review(request, approve=False)
+
+
+# --- exchanges (ops) -------------------------------------------------------------------------
+
+class ExchangeSerializer(serializers.ModelSerializer):
+    """``token`` is write-only and never read back (neither is its hash): ``has_token`` says
+    whether one is set. Omit it on update to keep the current one."""
+
+    token = serializers.CharField(write_only=True, required=False, min_length=16,
+                                  max_length=200, trim_whitespace=True,
+                                  help_text="The bearer token the exchange sends (auth: token); "
+                                            "stored only as its sha256.")
+    has_token = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Exchange
+        fields = ["id", "name", "slug", "seat", "is_default", "auth", "token", "has_token",
+                  "allowed_networks", "price_decryption", "price_key_ref", "currency",
+                  "no_bid_style", "is_active", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+        # The one-default constraint is checked by the service's full_clean, with its message.
+        extra_kwargs = {"is_default": {"validators": []}}
+
+
+class ExchangeViewSet(viewsets.ModelViewSet):
+    queryset = Exchange.objects.all()
+    serializer_class = ExchangeSerializer
+    filterset_fields = ["is_active", "auth", "currency"]
+    search_fields = ["name", "slug", "seat"]
+    ordering_fields = ["name", "slug", "created_at"]
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        token = data.pop("token", None)
+        serializer.instance = services.exchange_create(actor=self.request.user, data=data,
+                                                       token=token)
+
+    def perform_update(self, serializer):
+        data = dict(serializer.validated_data)
+        token = data.pop("token", None)
+        serializer.instance = services.exchange_update(
+            exchange=serializer.instance, actor=self.request.user, data=data, token=token)
+
+    def perform_destroy(self, instance):
+        services.exchange_delete(exchange=instance, actor=self.request.user)

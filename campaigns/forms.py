@@ -6,7 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from campaigns import targeting
-from campaigns.models import Campaign, Creative
+from campaigns.models import Campaign, Creative, CurrencyRate, Exchange
+from campaigns.services import token_hash
 
 
 class ListField(forms.CharField):
@@ -100,6 +101,41 @@ class CreativeForm(forms.ModelForm):
         fields = ["campaign", "name", "format", "sizes", "asset", "markup", "click_url",
                   "adomain", "categories", "attributes", "mimes", "protocols",
                   "duration_seconds"]
+
+
+class ExchangeForm(forms.ModelForm):
+    """The token is write-only: the page never shows it (nor its hash), only whether one is
+    set; leaving the field empty keeps the current one."""
+
+    token = forms.CharField(
+        required=False, strip=True, min_length=16, max_length=200,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The bearer token this exchange sends (auth: token). Stored only as its "
+                  "sha256; leave empty to keep the current one.")
+    allowed_networks = ListField(help_text="CIDRs requests may come from (auth: ip): "
+                                           "192.0.2.0/24, 2001:db8::/32.")
+
+    class Meta:
+        model = Exchange
+        fields = ["name", "slug", "seat", "is_default", "is_active", "auth", "token",
+                  "allowed_networks", "price_decryption", "price_key_ref", "currency",
+                  "no_bid_style"]
+
+    def _post_clean(self) -> None:
+        # Model validation checks that token auth has a token: give it the hash to check.
+        token = self.cleaned_data.get("token")
+        if token:
+            self.instance.token_sha256 = token_hash(token)
+        super()._post_clean()
+
+
+class CurrencyRateForm(forms.ModelForm):
+    class Meta:
+        model = CurrencyRate
+        fields = ["currency", "units_per_usd"]
+
+    def clean_currency(self) -> str:
+        return self.cleaned_data["currency"].strip().upper()
 
 
 class NoteForm(forms.Form):

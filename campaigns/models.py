@@ -1,4 +1,5 @@
-"""Advertisers, campaigns, creatives and the audit log.
+"""Advertisers, campaigns, creatives, exchanges, currency rates, the audit log and the config
+snapshot outbox.
 
 Rules live in three places on purpose: `clean()` names the field a rule fails on, the
 database constraints hold the same rules against any other writer, and the services
@@ -7,20 +8,23 @@ database constraints hold the same rules against any other writer, and the servi
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import FileExtensionValidator, MinValueValidator
+from django.core.validators import FileExtensionValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
+from bidding.snapshot import PRICE_DECRYPTION_HOOKS
 from campaigns import targeting
 
 MONEY = {"max_digits": 14, "decimal_places": 4}
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "webp")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mov")
 AUDIO_EXTENSIONS = ("mp3", "ogg", "m4a", "wav")
+ENVIRONMENT_VARIABLE = r"^[A-Z_][A-Z0-9_]*$"
 
 
 class Advertiser(models.Model):
@@ -315,3 +319,142 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.entity} {self.entity_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Exchange(models.Model):
+    """An ad exchange that sends us bid requests at ``/v1/bid/{slug}``.
+
+    The bearer token is kept only as its sha256: the bidder hashes what the exchange sends and
+    compares, so neither the database nor the snapshot holds a usable credential. The price
+    decryption key stays in the environment; ``price_key_ref`` names the variable.
+    """
+
+    class Auth(models.TextChoices):
+        NONE = "none", "None"
+        TOKEN = "token", "Bearer token"
+        IP = "ip", "Source IP in the allowed networks"
+
+    class NoBidStyle(models.TextChoices):
+        NO_CONTENT = "204", "HTTP 204 No Content"
+        NBR = "nbr", "HTTP 200 with a no-bid reason (nbr)"
+
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=50, unique=True,
+                            help_text="Path segment of the bid endpoint: /v1/bid/{slug}.")
+    seat = models.CharField(max_length=100, help_text="Our seat id at this exchange.")
+    is_default = models.BooleanField(default=False,
+                                     help_text="Serves /v1/bid without a slug; at most one.")
+    auth = models.CharField(max_length=10, choices=Auth.choices, default=Auth.NONE)
+    token_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    allowed_networks = models.JSONField(default=list, blank=True,
+                                        validators=[targeting.validate_networks],
+                                        help_text="CIDRs requests may come from (auth: ip).")
+    price_decryption = models.CharField(
+        max_length=30, blank=True,
+        choices=[("", "None (plain prices)")] + [(hook, hook) for hook in
+                                                 PRICE_DECRYPTION_HOOKS],
+        help_text="How this exchange encrypts the winning price in notices.")
+    price_key_ref = models.CharField(
+        "price key variable", max_length=100, blank=True,
+        validators=[RegexValidator(ENVIRONMENT_VARIABLE,
+                                   "Name an environment variable: A-Z, 0-9 and _.")],
+        help_text="Name of the environment variable holding the decryption key (never the "
+                  "key itself).")
+    currency = models.CharField(max_length=3, default="USD",
+                                validators=[targeting.validate_currency])
+    no_bid_style = models.CharField(max_length=3, choices=NoBidStyle.choices,
+                                    default=NoBidStyle.NO_CONTENT)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True),
+                                    name="exchange_one_default",
+                                    violation_error_message="Another exchange is already the "
+                                                            "default; unset it first."),
+            models.CheckConstraint(condition=Q(auth__in=["none", "token", "ip"]),
+                                   name="exchange_auth_valid"),
+            models.CheckConstraint(condition=~Q(auth="token") | ~Q(token_sha256=""),
+                                   name="exchange_token_auth_has_token"),
+            models.CheckConstraint(condition=~Q(auth="ip") | ~Q(allowed_networks=[]),
+                                   name="exchange_ip_auth_has_networks"),
+            models.CheckConstraint(condition=Q(price_decryption="") | ~Q(price_key_ref=""),
+                                   name="exchange_decryption_has_key_ref"),
+            models.CheckConstraint(condition=Q(no_bid_style__in=["204", "nbr"]),
+                                   name="exchange_no_bid_style_valid"),
+            models.CheckConstraint(condition=Q(is_default=False) | Q(is_active=True),
+                                   name="exchange_default_is_active"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.token_sha256)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.auth == self.Auth.TOKEN and not self.token_sha256:
+            errors["token"] = "Token authentication needs a token."
+        if self.auth == self.Auth.IP and not self.allowed_networks:
+            errors["allowed_networks"] = "IP authentication needs at least one network."
+        with contextlib.suppress(ValueError, TypeError):  # the field validator names bad ones
+            self.allowed_networks = targeting.normalize_networks(self.allowed_networks)
+        if self.price_decryption and not self.price_key_ref:
+            errors["price_key_ref"] = "Name the environment variable holding the key."
+        if self.is_default and not self.is_active:
+            errors["is_default"] = "The default exchange must be active."
+        if errors:
+            raise ValidationError(errors)
+
+
+class CurrencyRate(models.Model):
+    """Units of a currency per 1 USD, as ops set them; USD itself is always 1."""
+
+    currency = models.CharField(max_length=3, unique=True,
+                                validators=[targeting.validate_currency])
+    units_per_usd = models.DecimalField(max_digits=20, decimal_places=8,
+                                        validators=[MinValueValidator(Decimal("0.00000001"))],
+                                        help_text="How many units of this currency 1 USD buys.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["currency"]
+        constraints = [
+            models.CheckConstraint(condition=Q(units_per_usd__gt=0),
+                                   name="currency_rate_positive"),
+            models.CheckConstraint(condition=~Q(currency="USD"),
+                                   name="currency_rate_not_usd"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.units_per_usd} per USD"
+
+    def clean(self) -> None:
+        if self.currency == "USD":
+            raise ValidationError({"currency": "USD is the base currency: its rate is 1."})
+
+
+class SnapshotOutbox(models.Model):
+    """One requested config snapshot publish; the id is the published snapshot's version.
+
+    A service that changes what bidding sees inserts a row in its own transaction, so the
+    request commits with the change or not at all. The publisher marks a row published only
+    after the bus took the snapshot; an unpublished row is retried until it is.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "snapshot outbox"
+
+    def __str__(self) -> str:
+        state = f"published {self.published_at:%Y-%m-%d %H:%M:%S}" if self.published_at \
+            else "pending"
+        return f"snapshot {self.pk} ({state})"

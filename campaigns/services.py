@@ -1,13 +1,17 @@
-"""Writes for advertisers, campaigns and creatives: validation, workflow and audit.
+"""Writes for advertisers, campaigns, creatives, exchanges and currency rates: validation,
+workflow and audit.
 
 Every write runs in one transaction that also writes its audit entry, so the history can never
-miss a change. Workflow transitions lock the campaign row (``select_for_update``) so two
-concurrent actions cannot both pass their status check.
+miss a change. A write that changes what bidding sees also requests a config snapshot publish
+(`campaigns.snapshot.snapshot_request`) in that transaction. Workflow transitions lock the
+campaign row (``select_for_update``) so two concurrent actions cannot both pass their status
+check.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,8 +23,9 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from campaign_express.errors import DomainError
-from campaigns.models import Advertiser, AuditEntry, Campaign, Creative
+from campaigns.models import Advertiser, AuditEntry, Campaign, Creative, CurrencyRate, Exchange
 from campaigns.selectors import user_sees_all_advertisers
+from campaigns.snapshot import snapshot_request
 
 Status = Campaign.Status
 EDITABLE_STATUSES = (Status.DRAFT, Status.IN_REVIEW, Status.APPROVED, Status.REJECTED,
@@ -89,8 +94,10 @@ def _audit(*, actor: AbstractBaseUser | None, action: str, instance: models.Mode
         advertiser_id, campaign_id = instance.pk, None
     elif isinstance(instance, Campaign):
         advertiser_id, campaign_id = instance.advertiser_id, instance.pk
-    else:
+    elif isinstance(instance, Creative):
         advertiser_id, campaign_id = instance.campaign.advertiser_id, instance.campaign_id
+    else:  # exchanges and currency rates belong to no advertiser
+        advertiser_id, campaign_id = None, None
     return AuditEntry.objects.create(
         actor=actor, action=action, entity=instance._meta.model_name, entity_id=instance.pk,
         entity_name=str(instance)[:200], advertiser_id=advertiser_id, campaign_id=campaign_id,
@@ -161,6 +168,8 @@ def advertiser_update(*, advertiser: Advertiser, actor: AbstractBaseUser,
     if changes:
         _audit(actor=actor, action=AuditEntry.Action.UPDATE, instance=advertiser,
                changes=changes)
+    if "time_zone" in changes:
+        snapshot_request()  # campaigns carry their advertiser's time zone
     return advertiser
 
 
@@ -180,6 +189,7 @@ def campaign_create(*, actor: AbstractBaseUser, data: Mapping[str, Any]) -> Camp
     campaign.save()
     _audit(actor=actor, action=AuditEntry.Action.CREATE, instance=campaign,
            changes=_diff({}, _values(campaign)), to_status=campaign.status)
+    snapshot_request()
     return campaign
 
 
@@ -223,6 +233,7 @@ def campaign_update(*, campaign: Campaign, actor: AbstractBaseUser,
     reviewed = sorted(set(changes) & set(Campaign.REVIEWED_FIELDS))
     if reviewed:
         _send_back_to_review(campaign, actor, f"changed {', '.join(reviewed)}")
+    snapshot_request()
     return campaign
 
 
@@ -238,6 +249,7 @@ def campaign_delete(*, campaign: Campaign, actor: AbstractBaseUser) -> None:
     _audit(actor=actor, action=AuditEntry.Action.DELETE, instance=campaign,
            changes=_diff(_values(campaign), {}), from_status=campaign.status)
     campaign.delete()
+    snapshot_request()
 
 
 def _check_can_run(campaign: Campaign, now: datetime.datetime) -> None:
@@ -291,6 +303,7 @@ def campaign_transition(*, campaign: Campaign, actor: AbstractBaseUser | None, a
     campaign.save()
     _audit(actor=actor, action=AuditEntry.Action.TRANSITION, instance=campaign,
            from_status=previous, to_status=campaign.status, note=note or action)
+    snapshot_request()
     return campaign
 
 
@@ -347,6 +360,7 @@ def creative_create(*, actor: AbstractBaseUser, data: Mapping[str, Any]) -> Crea
     _audit(actor=actor, action=AuditEntry.Action.CREATE, instance=creative,
            changes=_diff({}, _values(creative)))
     _send_back_to_review(campaign, actor, f"added creative {creative.name!r}")
+    snapshot_request()
     return creative
 
 
@@ -370,6 +384,7 @@ def creative_update(*, creative: Creative, actor: AbstractBaseUser,
     if changes:
         _audit(actor=actor, action=AuditEntry.Action.UPDATE, instance=creative, changes=changes)
         _send_back_to_review(campaign, actor, f"changed creative {creative.name!r}")
+    snapshot_request()
     return creative
 
 
@@ -388,6 +403,7 @@ def creative_delete(*, creative: Creative, actor: AbstractBaseUser) -> None:
            changes=_diff(_values(creative), {}))
     creative.delete()
     _send_back_to_review(campaign, actor, f"removed creative {creative.name!r}")
+    snapshot_request()
 
 
 @transaction.atomic
@@ -409,5 +425,98 @@ def creative_review(*, creative: Creative, actor: AbstractBaseUser, approve: boo
     _audit(actor=actor, action=AuditEntry.Action.TRANSITION, instance=creative,
            from_status=previous, to_status=creative.approval_status,
            note=note or ("approve" if approve else "reject"))
+    snapshot_request()
     return creative
 
+
+
+# --- exchanges and currency rates (ops) ------------------------------------------------------
+
+def token_hash(token: str) -> str:
+    """What is stored and sent to bidders instead of an exchange's bearer token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _set_token(exchange: Exchange, token: str | None, changes: dict[str, list[Any]]) -> None:
+    """A new token replaces the old; None or "" keeps it. The audit says only that it changed."""
+    if not token:
+        return
+    before = "set" if exchange.token_sha256 else "not set"
+    exchange.token_sha256 = token_hash(token)
+    changes["token"] = [before, "replaced" if before == "set" else "set"]
+
+
+@transaction.atomic
+def exchange_create(*, actor: AbstractBaseUser, data: Mapping[str, Any],
+                    token: str | None = None) -> Exchange:
+    _require(actor, "campaigns.add_exchange")
+    exchange = Exchange()
+    _assign(exchange, data)
+    changes: dict[str, list[Any]] = {}
+    _set_token(exchange, token, changes)
+    exchange.full_clean()
+    exchange.save()
+    _audit(actor=actor, action=AuditEntry.Action.CREATE, instance=exchange,
+           changes={**_diff({}, _values(exchange)), **changes})
+    snapshot_request()
+    return exchange
+
+
+@transaction.atomic
+def exchange_update(*, exchange: Exchange, actor: AbstractBaseUser, data: Mapping[str, Any],
+                    token: str | None = None) -> Exchange:
+    _require(actor, "campaigns.change_exchange")
+    exchange = Exchange.objects.select_for_update().get(pk=exchange.pk)
+    before = _values(exchange)
+    _assign(exchange, data)
+    changes: dict[str, list[Any]] = {}
+    _set_token(exchange, token, changes)
+    if exchange.auth != Exchange.Auth.TOKEN and exchange.token_sha256:
+        exchange.token_sha256 = ""  # a credential nothing checks is not kept
+        changes["token"] = ["set", "not set"]
+    exchange.full_clean()
+    exchange.save()
+    changes = {**_diff(before, _values(exchange)), **changes}
+    if changes:
+        _audit(actor=actor, action=AuditEntry.Action.UPDATE, instance=exchange,
+               changes=changes)
+    snapshot_request()
+    return exchange
+
+
+@transaction.atomic
+def exchange_delete(*, exchange: Exchange, actor: AbstractBaseUser) -> None:
+    _require(actor, "campaigns.delete_exchange")
+    _audit(actor=actor, action=AuditEntry.Action.DELETE, instance=exchange,
+           changes=_diff(_values(exchange), {}))
+    exchange.delete()
+    snapshot_request()
+
+
+@transaction.atomic
+def currency_rate_set(*, actor: AbstractBaseUser, currency: str,
+                      units_per_usd: Decimal) -> CurrencyRate:
+    """Create or change the rate of one currency."""
+    rate = CurrencyRate.objects.select_for_update().filter(currency=currency).first()
+    is_new = rate is None
+    _require(actor, "campaigns.add_currencyrate" if is_new else "campaigns.change_currencyrate")
+    rate = rate or CurrencyRate(currency=currency)
+    before = {} if is_new else _values(rate)
+    rate.units_per_usd = units_per_usd
+    rate.full_clean()
+    rate.save()
+    changes = _diff(before, _values(rate))
+    if changes:
+        _audit(actor=actor, action=AuditEntry.Action.CREATE if is_new
+               else AuditEntry.Action.UPDATE, instance=rate, changes=changes)
+    snapshot_request()
+    return rate
+
+
+@transaction.atomic
+def currency_rate_delete(*, rate: CurrencyRate, actor: AbstractBaseUser) -> None:
+    _require(actor, "campaigns.delete_currencyrate")
+    _audit(actor=actor, action=AuditEntry.Action.DELETE, instance=rate,
+           changes=_diff(_values(rate), {}))
+    rate.delete()
+    snapshot_request()

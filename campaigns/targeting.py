@@ -7,6 +7,7 @@ lower-case domains and bundles. Changing a vocabulary changes what the snapshot 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zoneinfo
 from functools import cache
@@ -105,6 +106,24 @@ def validate_sizes(values: object) -> None:
         return bool(match) and int(match[1]) > 0 and int(match[2]) > 0
 
     _check_list(values, valid=valid, what="size (WIDTHxHEIGHT, e.g. 300x250)")
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return None
+
+
+def validate_networks(values: object) -> None:
+    """IPv4 or IPv6 networks in CIDR form, without host bits set (``10.0.0.0/8``)."""
+    _check_list(values, valid=lambda v: _network(v) is not None,
+                what="network in CIDR form (10.0.0.0/8, 2001:db8::/32)")
+
+
+def normalize_networks(values: list[str]) -> list[str]:
+    """The canonical text of each network, so ``2001:DB8::/32`` and ``2001:db8::/32`` are one."""
+    return [str(ipaddress.ip_network(value, strict=True)) for value in values]
 
 
 @deconstructible

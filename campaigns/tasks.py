@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
-from campaigns import services
+from campaign_express.backends.bus import BusUnavailable
+from campaigns import services, snapshot
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="campaigns.tasks.campaigns_advance", ignore_result=True)
 def campaigns_advance() -> dict[str, int]:
     return services.campaigns_advance()
+
+
+@shared_task(name="campaigns.tasks.snapshot_publish", ignore_result=True)
+def snapshot_publish() -> int | None:
+    """Publish the config snapshot if a request is pending. A bus that is down is logged, not
+    raised: the rows stay unpublished and the beat entry calls this again in a few seconds."""
+    try:
+        return snapshot.snapshot_publish()
+    except BusUnavailable as error:
+        logger.warning("config snapshot not published, the bus is unavailable: %s", error)
+        return None

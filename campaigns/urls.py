@@ -6,5 +6,6 @@ router = DefaultRouter()
 router.register("advertisers", apis.AdvertiserViewSet, basename="advertiser")
 router.register("campaigns", apis.CampaignViewSet, basename="campaign")
 router.register("creatives", apis.CreativeViewSet, basename="creative")
+router.register("exchanges", apis.ExchangeViewSet, basename="exchange")
 
 urlpatterns = router.urls

@@ -91,6 +91,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from the finders until collectstatic fills it
 MEDIA_URL = "media/"
+# Absolute creative asset URLs in the config snapshot (and so in bid responses) start with it.
+PUBLIC_BASE_URL = CONFIG.public_url
 MEDIA_ROOT = DATA_DIR / "media"
 WHITENOISE_USE_FINDERS = True
 

@@ -1,0 +1,184 @@
+"""The campaign index: which (campaign, creative) pairs a request's impression could be shown.
+
+Built once per snapshot (`CampaignIndex.build`) and swapped in whole, so lookups never see
+half of a snapshot. A lookup intersects inverted indexes (facet value -> frozenset of pair
+ids) instead of scanning campaigns; each facet also keeps an "any" bucket for the pairs that do
+not restrict it. The facets are intersected smallest first, walking only the smallest one and
+testing membership in the others, so a lookup costs about the size of its smallest facet (and
+the number of results), not the number of campaigns.
+
+Pair ids are positions in (campaign id, creative id) order, so results come in that order.
+
+What `candidates` decides, exactly:
+
+- format: the creative's format equals the impression's (``banner``, ``video``, ``native``,
+  ``audio``).
+- size: with a size, the creative lists that exact WxH, or lists no sizes at all (native,
+  audio, VAST without sizes). ``None`` does not constrain size.
+- country: the campaign lists the request's country (ISO 3166-1 alpha-3), or targets no
+  country. An unknown country (``""``) matches only campaigns without country targeting.
+- device type: the same, for the campaign's device types.
+- categories: the campaign targets no category, or one of the request's content categories,
+  or the parent of one (a campaign on ``IAB1`` matches content in ``IAB1-2``).
+- deals: a campaign with deal ids bids only on a request carrying one of them. A campaign
+  without deal ids ("open") matches only when ``open_allowed``: the caller says whether open
+  bidding is allowed (it is not on a private auction with deals, ``pmp.private_auction=1``),
+  and passes ``open_allowed=True`` for a request without deals.
+
+What it leaves to later filters: the schedule (start/end) and dayparts in the advertiser's
+time zone, regions, operating systems, site domain and app bundle allow/block lists, user
+segments and loyalty tiers, the request's blocklists (``bcat``, ``badv``, ``bapp``, creative
+attributes), video/audio MIME types, protocols and duration, secure-only impressions, floors
+and budgets, pacing and frequency caps.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+class Candidate(NamedTuple):
+    campaign: CampaignEntry
+    creative: CreativeEntry
+
+
+class _Facet:
+    """Value -> pair ids, plus the pairs that do not restrict this facet."""
+
+    __slots__ = ("by_value", "unrestricted")
+
+    def __init__(self, by_value: Mapping[object, Iterable[int]],
+                 unrestricted: Iterable[int]) -> None:
+        self.by_value: dict[object, frozenset[int]] = {
+            value: frozenset(ids) for value, ids in by_value.items()}
+        self.unrestricted = frozenset(unrestricted)
+
+    def parts(self, values: Iterable[object], *, include_unrestricted: bool = True
+              ) -> tuple[frozenset[int], ...]:
+        """The non-empty buckets whose union is the set of pairs passing this facet."""
+        parts = [self.by_value.get(value, _EMPTY) for value in values]
+        if include_unrestricted:
+            parts.append(self.unrestricted)
+        return tuple(part for part in parts if part)
+
+
+def _category_values(categories: Iterable[str]) -> list[str]:
+    """The request's categories and their parents (``IAB1-2`` also means ``IAB1``)."""
+    values = dict.fromkeys(categories)
+    for category in list(values):
+        parent, dash, _ = category.partition("-")
+        if dash:
+            values.setdefault(parent)
+    return list(values)
+
+
+class CampaignIndex:
+    """The snapshot's campaigns, exchanges and rates, ready for lookups. Immutable."""
+
+    def __init__(self, snapshot: Snapshot, pairs: tuple[Candidate, ...],
+                 facets: dict[str, _Facet]) -> None:
+        self.snapshot = snapshot
+        self._pairs = pairs
+        self._facets = facets
+        self._exchanges = {exchange.slug: exchange for exchange in snapshot.exchanges}
+        self._default_exchange = next(
+            (exchange for exchange in snapshot.exchanges if exchange.is_default), None)
+
+    @classmethod
+    def build(cls, snapshot: Snapshot) -> CampaignIndex:
+        pairs: list[Candidate] = []
+        by_format: dict[object, list[int]] = {}
+        by_size: dict[object, list[int]] = {}
+        any_size: list[int] = []
+        by_country: dict[object, list[int]] = {}
+        any_country: list[int] = []
+        by_device: dict[object, list[int]] = {}
+        any_device: list[int] = []
+        by_category: dict[object, list[int]] = {}
+        any_category: list[int] = []
+        by_deal: dict[object, list[int]] = {}
+        open_deals: list[int] = []
+
+        def add(bucket: dict[object, list[int]], unrestricted: list[int],
+                values: Iterable[object], pair_ids: list[int]) -> None:
+            values = tuple(values)
+            if not values:
+                unrestricted.extend(pair_ids)
+            for value in values:
+                bucket.setdefault(value, []).extend(pair_ids)
+
+        for campaign in sorted(snapshot.campaigns, key=lambda entry: entry.id):
+            pair_ids = []
+            for creative in sorted(campaign.creatives, key=lambda entry: entry.id):
+                pair_id = len(pairs)
+                pairs.append(Candidate(campaign, creative))
+                pair_ids.append(pair_id)
+                by_format.setdefault(creative.format, []).append(pair_id)
+                add(by_size, any_size, creative.sizes, [pair_id])
+            add(by_country, any_country, campaign.countries, pair_ids)
+            add(by_device, any_device, campaign.device_types, pair_ids)
+            add(by_category, any_category, campaign.categories, pair_ids)
+            add(by_deal, open_deals, campaign.deal_ids, pair_ids)
+        facets = {
+            "format": _Facet(by_format, ()),
+            "size": _Facet(by_size, any_size),
+            "country": _Facet(by_country, any_country),
+            "device_type": _Facet(by_device, any_device),
+            "category": _Facet(by_category, any_category),
+            "deal": _Facet(by_deal, open_deals),
+        }
+        return cls(snapshot, tuple(pairs), facets)
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def __len__(self) -> int:
+        """The number of (campaign, creative) pairs indexed."""
+        return len(self._pairs)
+
+    def exchange(self, slug: str) -> ExchangeEntry | None:
+        return self._exchanges.get(slug)
+
+    def default_exchange(self) -> ExchangeEntry | None:
+        return self._default_exchange
+
+    def candidates(self, *, format: str, size: tuple[int, int] | None, country: str,
+                   device_type: str, deal_ids: tuple[str, ...] = (),
+                   categories: tuple[str, ...] = (),
+                   open_allowed: bool = True) -> tuple[Candidate, ...]:
+        """The pairs passing the indexed facets (see the module docstring), in (campaign id,
+        creative id) order."""
+        facets = self._facets
+        required = [
+            facets["format"].parts((format,), include_unrestricted=False),
+            facets["country"].parts((country,)),
+            facets["device_type"].parts((device_type,)),
+            facets["category"].parts(_category_values(categories)),
+            facets["deal"].parts(deal_ids, include_unrestricted=open_allowed),
+        ]
+        if size is not None:
+            required.append(facets["size"].parts((size,)))
+        if not all(required):
+            return ()
+        required.sort(key=lambda parts: sum(len(part) for part in parts))
+        smallest, others = required[0], required[1:]
+        # Set intersections iterate the smaller operand, so each step costs at most the
+        # size of what is left, never the size of a large bucket.
+        matches = smallest[0] if len(smallest) == 1 else _EMPTY.union(*smallest)
+        for parts in others:
+            if len(parts) == 1:
+                matches = matches & parts[0]
+            else:
+                matches = _EMPTY.union(*(matches & part for part in parts))
+            if not matches:
+                return ()
+        pairs = self._pairs
+        return tuple(pairs[pair_id] for pair_id in sorted(matches))

@@ -1,0 +1,284 @@
+"""The config snapshot: what the compiler includes, how it encodes, and the outbox publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+from decimal import Decimal
+
+import pytest
+
+from bidding import snapshot as contract
+from campaign_express.backends.bus import BusUnavailable, Message, NatsBus
+from campaign_express.platform import bus_call
+from campaigns import services, tasks
+from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
+from campaigns.snapshot import snapshot_compile, snapshot_publish, snapshot_request
+
+Status = Campaign.Status
+NOW = datetime.datetime(2030, 3, 10, 12, 0, tzinfo=datetime.UTC)
+START = datetime.datetime(2030, 3, 1, 9, 0, tzinfo=datetime.UTC)
+END = datetime.datetime(2030, 4, 1, 9, 0, tzinfo=datetime.UTC)
+UNREACHABLE_NATS = "nats://127.0.0.1:1"
+
+
+@pytest.fixture
+def embedded_bus(settings):
+    settings.NATS_URL = ""
+
+
+def kv_snapshot() -> contract.Snapshot | None:
+    data = bus_call(lambda bus: bus.kv_get(contract.BUCKET, contract.KEY))
+    return None if data is None else contract.decode(data)
+
+
+def pending_ids() -> list[int]:
+    return list(SnapshotOutbox.objects.filter(published_at__isnull=True)
+                .order_by("id").values_list("id", flat=True))
+
+
+# --- compile ---------------------------------------------------------------------------------
+
+def test_compile_includes_exactly_active_running_campaigns_with_approved_creatives(
+        make_campaign, creative_factory):
+    active = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    creative_factory(campaign=active, approval_status=Creative.Approval.PENDING)
+    creative_factory(campaign=active, approval_status=Creative.Approval.REJECTED)
+    make_campaign(Status.PAUSED, start_at=START, end_at=END)
+    make_campaign(Status.APPROVED, start_at=START, end_at=END)
+    make_campaign(Status.DRAFT, start_at=START, end_at=END)
+    make_campaign(Status.COMPLETED, start_at=START, end_at=END)
+    make_campaign(Status.ACTIVE, start_at=START, end_at=NOW)  # ended: its end has come
+    no_approved = make_campaign(Status.ACTIVE, approved_creative=False, start_at=START,
+                                end_at=END)
+    creative_factory(campaign=no_approved, approval_status=Creative.Approval.PENDING)
+
+    compiled = snapshot_compile(version=3, now=NOW)
+
+    approved = active.creatives.get(approval_status=Creative.Approval.APPROVED)
+    assert [(entry.id, [c.id for c in entry.creatives]) for entry in compiled.campaigns] == [
+        (active.pk, [approved.pk])]
+    assert compiled.version == 3
+    assert compiled.created_at == "2030-03-10T12:00:00Z"
+
+
+def test_compile_encodes_money_times_targeting_and_creatives(make_campaign, creative_factory,
+                                                             png_upload, settings):
+    settings.PUBLIC_BASE_URL = "https://ads.example"
+    campaign = make_campaign(
+        Status.ACTIVE, approved_creative=False, start_at=START, end_at=END,
+        total_budget=Decimal("1234.5600"), daily_budget=Decimal("100.0100"),
+        base_bid_cpm=Decimal("2.3450"), max_bid_cpm=Decimal("7.0000"),
+        frequency_cap_day=4, countries=["USA", "CAN"], device_types=["phone"],
+        dayparts={"mon": [9, 10]}, deal_ids=["deal-1"], categories=["IAB8"])
+    campaign.advertiser.time_zone = "America/New_York"
+    campaign.advertiser.save()
+    approved = Creative.Approval.APPROVED
+    uploaded = creative_factory(campaign=campaign, approval_status=approved, markup="",
+                                asset=png_upload("banner.png"), sizes=["300x250", "728x90"])
+    insecure = creative_factory(campaign=campaign, approval_status=approved,
+                                markup='<img src="http://tracker.example/p.gif">')
+    secure = creative_factory(campaign=campaign, approval_status=approved,
+                              markup='<img src="https://cdn.example/a.png">')
+
+    entry = snapshot_compile(version=1, now=NOW).campaigns[0]
+
+    assert (entry.total_budget, entry.daily_budget, entry.base_bid_cpm, entry.max_bid_cpm) == (
+        Decimal("1234.5600"), Decimal("100.0100"), Decimal("2.3450"), Decimal("7.0000"))
+    assert (entry.start_at, entry.end_at) == (1898586000, 1901264400)
+    assert entry.time_zone == "America/New_York"
+    assert (entry.countries, entry.device_types, entry.deal_ids, entry.categories) == (
+        ("USA", "CAN"), ("phone",), ("deal-1",), ("IAB8",))
+    assert entry.dayparts == {"mon": (9, 10)}
+    assert (entry.frequency_cap_hour, entry.frequency_cap_day) == (None, 4)
+    assert [(c.id, c.sizes, c.asset_url, c.is_secure) for c in entry.creatives] == [
+        (uploaded.pk, ((300, 250), (728, 90)),
+         f"https://ads.example/media/{uploaded.asset.name}", True),
+        (insecure.pk, ((300, 250),), "", False),
+        (secure.pk, ((300, 250),), "", True),
+    ]
+    encoded = contract.encode(snapshot_compile(version=1, now=NOW))
+    assert b'"total_budget":"1234.5600"' in encoded
+    assert b'"start_at":1898586000' in encoded
+
+
+def test_an_asset_on_a_plain_http_base_url_is_not_secure(make_campaign, creative_factory,
+                                                          png_upload, settings):
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:8080"
+    campaign = make_campaign(Status.ACTIVE, approved_creative=False, start_at=START,
+                             end_at=END)
+    creative = creative_factory(campaign=campaign, approval_status=Creative.Approval.APPROVED,
+                                markup="", asset=png_upload())
+
+    compiled = snapshot_compile(version=1, now=NOW).campaigns[0].creatives[0]
+
+    assert compiled.asset_url == f"http://127.0.0.1:8080/media/{creative.asset.name}"
+    assert compiled.is_secure is False
+
+
+def test_compile_includes_active_exchanges_and_rates_with_usd(db):
+    Exchange.objects.create(name="OpenX", slug="openx", seat="seat-1", is_default=True,
+                            auth="token", token_sha256="a" * 64, currency="EUR")
+    Exchange.objects.create(name="Off", slug="off", seat="seat-2", is_active=False)
+    CurrencyRate.objects.create(currency="GBP", units_per_usd=Decimal("0.79"))
+    CurrencyRate.objects.create(currency="EUR", units_per_usd=Decimal("0.92"))
+
+    compiled = snapshot_compile(version=1, now=NOW)
+
+    assert compiled.exchanges == (contract.ExchangeEntry(
+        slug="openx", name="OpenX", seat="seat-1", is_default=True, auth="token",
+        token_sha256="a" * 64, currency="EUR"),)
+    assert compiled.usd_rates == {"USD": Decimal(1), "EUR": Decimal("0.92000000"),
+                                  "GBP": Decimal("0.79000000")}
+
+
+def test_the_same_data_compiles_to_the_same_bytes(make_campaign):
+    for _ in range(3):
+        make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+
+    assert contract.encode(snapshot_compile(version=5, now=NOW)) == contract.encode(
+        snapshot_compile(version=5, now=NOW))
+
+
+# --- outbox and publisher --------------------------------------------------------------------
+
+def test_a_campaign_change_commits_an_outbox_row_and_enqueues_the_publish(
+        make_campaign, marketer, django_capture_on_commit_callbacks):
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.campaign_transition(campaign=campaign, actor=marketer, action="pause")
+
+    assert len(callbacks) == 1
+    assert SnapshotOutbox.objects.filter(published_at__isnull=True).count() == 1
+
+
+def test_a_refused_change_requests_no_publish(make_campaign, marketer):
+    campaign = make_campaign(Status.DRAFT, start_at=START, end_at=END)
+
+    with pytest.raises(Exception, match="Cannot pause"):
+        services.campaign_transition(campaign=campaign, actor=marketer, action="pause")
+
+    assert SnapshotOutbox.objects.count() == 0
+
+
+def test_publishing_puts_the_newest_snapshot_in_the_bucket_and_marks_every_row(
+        make_campaign, marketer, embedded_bus):
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    first = snapshot_request()
+    services.campaign_update(campaign=campaign, actor=marketer, data={"name": "Renamed"})
+    newest = SnapshotOutbox.objects.latest("id")
+
+    version = snapshot_publish(now=NOW)
+
+    assert version == newest.pk
+    assert pending_ids() == []
+    assert SnapshotOutbox.objects.get(pk=first.pk).published_at is not None
+    published = kv_snapshot()
+    assert published.version == newest.pk
+    assert [entry.name for entry in published.campaigns] == ["Renamed"]
+    assert snapshot_publish(now=NOW) is None  # nothing pending: nothing sent
+
+
+def test_a_publish_while_the_bus_is_down_keeps_the_rows_and_a_later_one_sends_the_newest(
+        make_campaign, marketer, nats_url, settings, caplog):
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    first = snapshot_request()
+    settings.NATS_URL = UNREACHABLE_NATS
+
+    with pytest.raises(BusUnavailable):
+        snapshot_publish(now=NOW)
+    assert tasks.snapshot_publish() is None  # the task logs; the beat retries
+    assert pending_ids() == [first.pk]
+    assert "config snapshot not published, the bus is unavailable" in caplog.text
+
+    services.campaign_transition(campaign=campaign, actor=marketer, action="pause")
+    newest = SnapshotOutbox.objects.latest("id")
+    settings.NATS_URL = nats_url
+    assert snapshot_publish(now=NOW) == newest.pk
+
+    assert pending_ids() == []
+    published = kv_snapshot()
+    assert (published.version, published.campaigns) == (newest.pk, ())
+
+
+def test_a_request_numbered_below_a_published_version_goes_out_under_a_higher_one(
+        db, embedded_bus):
+    """Commit order can differ from id order: the late one must not go out as older."""
+    late = SnapshotOutbox.objects.create()
+    already = SnapshotOutbox.objects.create(published_at=NOW)
+
+    version = snapshot_publish(now=NOW)
+
+    assert version > already.pk
+    assert kv_snapshot().version == version
+    assert SnapshotOutbox.objects.get(pk=late.pk).published_at is not None
+    assert pending_ids() == []
+
+
+@pytest.mark.nats
+def test_over_nats_a_subscriber_receives_the_snapshot_and_the_bucket_holds_it(
+        make_campaign, marketer, nats_url, settings):
+    settings.NATS_URL = nats_url
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    received: list[bytes] = []
+    subscribed, got_one, stop = threading.Event(), threading.Event(), threading.Event()
+
+    async def listen() -> None:
+        bus = NatsBus(nats_url)
+        await bus.connect()
+
+        async def take(message: Message) -> None:
+            received.append(message.data)
+            got_one.set()
+
+        await bus.subscribe(contract.SUBJECT, take)
+        subscribed.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+        await bus.close()
+
+    listener = threading.Thread(target=asyncio.run, args=(listen(),))
+    listener.start()
+    try:
+        assert subscribed.wait(5)
+        services.campaign_update(campaign=campaign, actor=marketer, data={"name": "Over NATS"})
+        version = snapshot_publish(now=NOW)
+        assert got_one.wait(5)
+    finally:
+        stop.set()
+        listener.join(5)
+
+    message = contract.decode(received[0])
+    assert (message.version, [entry.name for entry in message.campaigns]) == (
+        version, ["Over NATS"])
+    stored = kv_snapshot()
+    assert (stored.version, stored.campaigns) == (version, message.campaigns)
+
+
+def test_every_service_that_changes_bidding_requests_one_publish(
+        make_campaign, marketer, approver, ops, creative_factory, advertiser):
+    campaign = make_campaign(Status.DRAFT, start_at=START, end_at=END)
+    creative = campaign.creatives.get()
+    steps = [
+        lambda: services.campaign_update(campaign=campaign, actor=marketer,
+                                         data={"name": "Changed"}),
+        lambda: services.creative_update(creative=creative, actor=marketer,
+                                         data={"name": "Changed creative"}),
+        lambda: services.creative_review(creative=creative, actor=approver, approve=True),
+        lambda: services.campaign_transition(campaign=campaign, actor=marketer,
+                                             action="submit"),
+        lambda: services.advertiser_update(advertiser=advertiser, actor=ops,
+                                           data={"time_zone": "Europe/Paris"}),
+        lambda: services.exchange_create(actor=ops, data={"name": "X", "slug": "x",
+                                                          "seat": "s"}),
+        lambda: services.currency_rate_set(actor=ops, currency="EUR",
+                                           units_per_usd=Decimal("0.9")),
+    ]
+    for number, step in enumerate(steps, start=1):
+        step()
+        assert SnapshotOutbox.objects.count() == number
+
+    services.advertiser_update(advertiser=advertiser, actor=ops, data={"name": "Renamed"})
+    assert SnapshotOutbox.objects.count() == len(steps)  # not seen by bidders: no publish
