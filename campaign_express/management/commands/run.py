@@ -1,7 +1,8 @@
-"""Run the whole platform in one process: web, scheduled tasks and (later) the bidder.
+"""Run the whole platform in one process: web, bidder and scheduled tasks.
 
 Embedded mode's single command: it migrates, optionally loads demo data, starts the
-in-process task runner when no Celery broker is configured, and serves HTTP with uvicorn.
+in-process task runner when no Celery broker is configured, and serves Django and the
+bidder on one port with uvicorn.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         import uvicorn
 
         from campaign_express.celery import BEAT_SCHEDULE
+        from campaign_express.router import embedded_application
         from campaign_express.tasks import InProcessRunner, runner
 
         if not no_migrate:
@@ -47,10 +49,12 @@ class Command(BaseCommand):
             f"  health     {base}/health   readiness {base}/ready\n"
             f"  API token  curl -s -X POST {base}/api/v1/auth/token/ "
             "-d username=marketer -d password=PASSWORD\n"
-            f"  campaigns  curl -s {base}/api/v1/campaigns/ -H 'Authorization: Token TOKEN'\n")
+            f"  campaigns  curl -s {base}/api/v1/campaigns/ -H 'Authorization: Token TOKEN'\n"
+            f"  a bid      curl -s -X POST {base}/v1/bid -H 'Content-Type: application/json' "
+            "--data @docs/examples/bid-request.json\n")
         try:
-            uvicorn.run("campaign_express.asgi:application", host=host, port=port,
-                        lifespan="off", log_level="info", access_log=False)
+            uvicorn.run(embedded_application(), host=host, port=port, lifespan="on",
+                        log_level="info", access_log=False)
         finally:
             if isinstance(tasks, InProcessRunner):
                 tasks.stop()

@@ -1,0 +1,38 @@
+"""Run the bidder as its own process: ``python -m bidding``.
+
+Reads the same environment as every other process (`campaign_express.env`), serves
+`POST /v1/bid[/{exchange}]` and health on the HTTP port and Prometheus metrics on the metrics
+port. No Django is loaded.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import sys
+
+import prometheus_client
+import uvicorn
+
+from bidding.app import BidderApp
+from bidding.service import BidderService
+from campaign_express import env
+from campaign_express.backends.bus import bus_from_url
+from campaign_express.backends.store import store_from_url
+from campaign_express.logs import logging_config
+
+
+def main() -> None:
+    try:
+        config = env.load()
+    except env.ConfigError as error:
+        sys.exit(f"configuration error: {error}")
+    logging.config.dictConfig(logging_config(config.log_filter, config.log_format))
+    service = BidderService(config=config, bus=bus_from_url(config.nats_url),
+                            store=store_from_url(config.redis_url))
+    prometheus_client.start_http_server(config.metrics_port, addr=config.api_host)
+    uvicorn.run(BidderApp(service), host=config.api_host, port=config.http_port,
+                lifespan="on", log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The bidder's lean ASGI app: `POST /v1/bid[/{exchange}]`, `/health`, `/live`, `/ready`.
+
+No framework and no Django on this path: the request is read, decoded, normalized and bid on
+in a handful of function calls. Errors never become a 500: an unreadable request is a 400
+without a body (OpenRTB §2.1), anything we do not bid on is a 204 (or `200 {"id", "nbr"}`
+for exchanges that asked for reasons), and an exception of ours is logged and answered as a
+no-bid for technical error.
+
+In production it runs as its own process (`manage.py bidder`); in embedded mode the
+platform's ASGI router sends `/v1/bid*` here and everything else to Django.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from bidding import metrics
+from bidding.nbr import NoBid
+from bidding.openrtb import InvalidRequest, decode_request, encode_response, normalize
+from bidding.openrtb.request import MAX_BODY_BYTES
+from bidding.openrtb.response import no_bid_body
+from bidding.service import BidderService
+from bidding.snapshot import ExchangeEntry
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+OPENRTB_VERSION = (b"x-openrtb-version", b"2.6")
+JSON = (b"content-type", b"application/json")
+GZIP_MIN_BYTES = 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    data = decompressor.decompress(body, limit + 1)
+    if len(data) > limit:
+        raise BodyTooLarge
+    return data
+
+
+async def _respond(send: Send, status: int, body: bytes = b"",
+                   headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def caller_allowed(exchange: ExchangeEntry, scope: Scope) -> bool:
+    """The exchange's check: none, a bearer token (compared by its sha256), or an IP list."""
+    if exchange.auth == "token":
+        supplied = _header(scope, b"authorization").removeprefix("Bearer ").strip()
+        digest = hashlib.sha256(supplied.encode()).hexdigest()
+        return bool(supplied) and hmac.compare_digest(digest, exchange.token_sha256)
+    if exchange.auth == "ip":
+        client = (scope.get("client") or ("", 0))[0]
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(network, strict=False)
+                   for network in exchange.allowed_networks)
+    return exchange.auth == "none"
+
+
+class BidderApp:
+    def __init__(self, service: BidderService, *, max_body_bytes: int = MAX_BODY_BYTES,
+                 manage_lifespan: bool = True) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.manage_lifespan = manage_lifespan
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path.startswith("/v1/bid") and method == "POST":
+            await self.bid(scope, receive, send)
+        elif path in ("/health", "/live") and method in ("GET", "HEAD"):
+            await _respond(send, 200, b'{"status":"ok"}', (JSON,))
+        elif path == "/ready" and method in ("GET", "HEAD"):
+            ready = self.service.is_ready
+            body = json.dumps({"status": "ready" if ready else "not ready",
+                               **self.service.state()}).encode()
+            await _respond(send, 200 if ready else 503, body, (JSON,))
+        else:
+            await _respond(send, 404)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.manage_lifespan:
+                        await self.service.start()
+                except Exception as error:  # noqa: BLE001 - reported to the server, which exits
+                    logger.exception("bidder failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.manage_lifespan:
+                    await self.service.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _exchange(self, path: str) -> ExchangeEntry | None:
+        index = self.service.engine.index
+        if index is None:
+            return None
+        slug = path.removeprefix("/v1/bid").strip("/")
+        return index.exchange(slug) if slug else index.default_exchange()
+
+    async def bid(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received_at = time.perf_counter()
+        exchange = self._exchange(scope["path"])
+        label = exchange.slug if exchange is not None else "unknown"
+        metrics.REQUESTS.labels(label).inc()
+        try:
+            if exchange is None:
+                await self._refuse(send, label, 404 if self.service.is_ready else 503)
+                return
+            if not caller_allowed(exchange, scope):
+                await self._refuse(send, label, 401 if exchange.auth == "token" else 403)
+                return
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+                if _header(scope, b"content-encoding").lower() == "gzip":
+                    body = _gunzip(body, self.max_body_bytes)
+                request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
+            except (InvalidRequest, BodyTooLarge, zlib.error, OSError):
+                metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
+                metrics.RESPONSES.labels(label, "invalid").inc()
+                await _respond(send, 400)
+                return
+            try:
+                outcome = await self.service.engine.bid(request, exchange=exchange,
+                                                        received_at=received_at)
+            except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not a 500
+                logger.exception("bid on %s failed", request.request_id)
+                await self._no_bid(send, exchange, request.request_id, NoBid.TECHNICAL_ERROR)
+                return
+            if outcome.response is None:
+                await self._no_bid(send, exchange, request.request_id,
+                                   outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
+                return
+            payload = encode_response(outcome.response)
+            headers = [OPENRTB_VERSION, JSON]
+            if len(payload) >= GZIP_MIN_BYTES and "gzip" in _header(
+                    scope, b"accept-encoding").lower():
+                payload = gzip.compress(payload, compresslevel=5)
+                headers.append((b"content-encoding", b"gzip"))
+            metrics.RESPONSES.labels(label, "bid").inc()
+            await _respond(send, 200, payload, tuple(headers))
+        finally:
+            metrics.LATENCY_US.observe((time.perf_counter() - received_at) * 1_000_000)
+
+    async def _refuse(self, send: Send, label: str, status: int) -> None:
+        metrics.RESPONSES.labels(label, "refused").inc()
+        await _respond(send, status)
+
+    async def _no_bid(self, send: Send, exchange: ExchangeEntry, request_id: str,
+                      reason: NoBid) -> None:
+        metrics.NO_BIDS.labels(reason.value).inc()
+        metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
+        if exchange.no_bid_style == "nbr":
+            await _respond(send, 200, no_bid_body(request_id, reason.nbr),
+                           (OPENRTB_VERSION, JSON))
+        else:
+            await _respond(send, 204, b"", (OPENRTB_VERSION,))

@@ -1,0 +1,119 @@
+"""The checks a (campaign, creative) pair must pass after the index lookup.
+
+Each check is a small pure function of the pair and the request, so a test can show one
+rule failing on its own. `refusal` returns the first reason a pair is refused, or None.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bidding.openrtb import ImpView, RequestView
+from bidding.snapshot import CampaignEntry, CreativeEntry
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+OUR_VAST_PROTOCOLS = frozenset({7})  # VAST 4.0 inline: what bidding.markup writes
+BANNER_TYPE_XHTML, BANNER_TYPE_JAVASCRIPT = 2, 3
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def in_schedule(campaign: CampaignEntry, now: float) -> bool:
+    if not campaign.start_at <= now < campaign.end_at:
+        return False
+    if not campaign.dayparts:
+        return True
+    local = datetime.fromtimestamp(now, _zone(campaign.time_zone))
+    return local.hour in campaign.dayparts.get(WEEKDAYS[local.weekday()], ())
+
+
+def _domain_matches(domain: str, listed: tuple[str, ...]) -> bool:
+    return any(domain == entry or domain.endswith("." + entry) for entry in listed)
+
+
+def _category_blocked(categories: tuple[str, ...], blocked: frozenset[str]) -> bool:
+    return any(category in blocked or category.split("-")[0] in blocked
+               for category in categories)
+
+
+def _category_allowed(categories: tuple[str, ...], allowed: frozenset[str]) -> bool:
+    return not allowed or all(category in allowed or category.split("-")[0] in allowed
+                              for category in categories)
+
+
+def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: RequestView,
+            imp: ImpView, media: str, now: float) -> str | None:
+    """Why this pair may not bid on ``imp`` as ``media``, or None when it may."""
+    if not in_schedule(campaign, now):
+        return "schedule"
+    if campaign.regions and request.region not in campaign.regions:
+        return "region"
+    if campaign.operating_systems and request.os not in campaign.operating_systems:
+        return "os"
+    if campaign.site_domains_allow and not _domain_matches(request.domain,
+                                                           campaign.site_domains_allow):
+        return "site_not_allowed"
+    if request.domain and _domain_matches(request.domain, campaign.site_domains_block):
+        return "site_blocked"
+    if campaign.app_bundles_allow and request.bundle not in campaign.app_bundles_allow:
+        return "app_not_allowed"
+    if request.bundle and request.bundle in campaign.app_bundles_block:
+        return "app_blocked"
+    if campaign.segments and not (request.has_user_consent
+                                  and request.segments.intersection(campaign.segments)):
+        return "segment"
+    if campaign.loyalty_tiers:
+        # Tier membership comes from the user profile; without one the tier is unknown.
+        return "loyalty_tier"
+    if _category_blocked(creative.categories, request.blocked_categories):
+        return "bcat"
+    if not _category_allowed(creative.categories, request.allowed_categories):
+        return "acat"
+    if creative.adomain and _domain_matches(creative.adomain,
+                                            tuple(request.blocked_advertiser_domains)):
+        return "badv"
+    if imp.is_secure and not creative.is_secure:
+        return "secure"
+    return _media_refusal(creative, imp=imp, media=media)
+
+
+def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str | None:
+    if media == "banner" and imp.banner is not None:
+        banner_type = BANNER_TYPE_JAVASCRIPT if "<script" in creative.markup.lower() else (
+            BANNER_TYPE_XHTML)
+        if banner_type in imp.banner.blocked_types:
+            return "btype"
+        if imp.banner.blocked_attributes.intersection(creative.attributes):
+            return "battr"
+        return None
+    if media == "native" and imp.native is not None:
+        return "battr" if imp.native.blocked_attributes.intersection(creative.attributes) else None
+    timed = imp.video if media == "video" else imp.audio if media == "audio" else None
+    if timed is None:
+        return "format"
+    if timed.blocked_attributes.intersection(creative.attributes):
+        return "battr"
+    if timed.mimes and not set(timed.mimes).intersection(creative.mimes):
+        return "mimes"
+    protocols = creative.protocols if creative.markup else OUR_VAST_PROTOCOLS
+    if timed.protocols and not timed.protocols.intersection(protocols):
+        return "protocols"
+    duration = creative.duration_seconds or 0
+    if timed.required_durations and duration not in timed.required_durations:
+        return "duration"
+    if timed.min_duration is not None and duration < timed.min_duration:
+        return "duration"
+    if timed.max_duration is not None and timed.max_duration > 0 and (
+            duration > timed.max_duration):
+        return "duration"
+    return None

@@ -1,0 +1,234 @@
+"""The bid engine: from a normalized request to a response, against the served snapshot.
+
+For each impression and each format it offers, the index gives the candidate (campaign,
+creative) pairs; `bidding.eligibility` refuses those the rest of the targeting or the
+request's blocklists exclude; the survivors are scored together in one batched model call;
+each is priced (`bidding.pricing`) against its floor in the response currency, and the best
+per impression bids, with markup built from its creative and signed notice URLs.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from bidding import markup
+from bidding.eligibility import refusal
+from bidding.index import CampaignIndex, Candidate
+from bidding.nbr import NoBid
+from bidding.openrtb import Bid, BidResponse, DealView, ImpView, RequestView, SeatBid
+from bidding.openrtb.view import native_request_assets
+from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
+from bidding.signing import signed_query
+from bidding.snapshot import ExchangeEntry, Snapshot
+from inference.batcher import Matrix
+from inference.features import ContextFeatures, OfferFeatures, UserFeatures, build_matrix
+from inference.runtime import ModelRuntime
+
+MTYPE = {"banner": 1, "video": 2, "audio": 3, "native": 4}
+NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    public_url: str  # where exchanges and browsers reach our notice and click endpoints
+    secret: bytes  # signs notice, click and tracking URLs
+    network_allowance_ms: int = 20  # tmax spent on the wire both ways, by our estimate
+    min_processing_ms: int = 3  # below this much time left we no-bid with nbr 15
+
+
+@dataclass
+class Outcome:
+    response: BidResponse | None = None
+    reason: NoBid | None = None
+    refusals: Counter[str] = field(default_factory=Counter)
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
+class _Offer:
+    imp: ImpView
+    media: str
+    size: tuple[int, int] | None
+    deal: DealView | None
+    candidate: Candidate
+
+
+class BidEngine:
+    def __init__(self, *, runtime: ModelRuntime, settings: EngineSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self._index: CampaignIndex | None = None
+
+    @property
+    def index(self) -> CampaignIndex | None:
+        return self._index
+
+    def install(self, snapshot: Snapshot) -> bool:
+        """Serve ``snapshot`` if it is newer than the one served; the swap is one assignment,
+        so a request sees the old index or the new one, never a mix."""
+        if self._index is not None and snapshot.version <= self._index.version:
+            return False
+        self._index = CampaignIndex.build(snapshot)
+        return True
+
+    async def bid(self, request: RequestView, *, exchange: ExchangeEntry, received_at: float,
+                  now: float | None = None) -> Outcome:
+        index = self._index
+        if index is None or not self.runtime.is_ready:
+            return Outcome(reason=NoBid.TECHNICAL_ERROR)
+        if request.tmax_ms is not None:
+            spent_ms = (time.perf_counter() - received_at) * 1000
+            left_ms = request.tmax_ms - self.settings.network_allowance_ms - spent_ms
+            if left_ms < self.settings.min_processing_ms:
+                return Outcome(reason=NoBid.INSUFFICIENT_TIME)
+        if exchange.seat in request.blocked_seats or (
+                request.allowed_seats and exchange.seat not in request.allowed_seats):
+            return Outcome(reason=NoBid.NO_ELIGIBLE_CAMPAIGN)
+        rates = index.snapshot.usd_rates
+        currency = response_currency(request.currencies, preferred=exchange.currency,
+                                     usd_rates=rates)
+        if currency is None:
+            return Outcome(reason=NoBid.UNSUPPORTED_CURRENCY)
+        outcome = Outcome()
+        offers = self._offers(index, request, exchange, now or time.time(), outcome)
+        if not offers:
+            outcome.reason = NoBid.NO_ELIGIBLE_CAMPAIGN
+            return outcome
+        scores = await self.runtime.score(self._features(request, offers),
+                                          routing_key=request.request_id)
+        outcome.model_version = scores.version
+        best: dict[str, tuple[Decimal, float, _Offer]] = {}
+        for offer, (ctr, _) in zip(offers, scores.values.tolist(), strict=True):
+            price = self._price(offer, ctr, currency, rates)
+            if price is None:
+                outcome.refusals["below_floor"] += 1
+                continue
+            current = best.get(offer.imp.imp_id)
+            if current is None or (price, ctr) > (current[0], current[1]):
+                best[offer.imp.imp_id] = (price, ctr, offer)
+        if not best:
+            outcome.reason = NoBid.BELOW_FLOOR
+            return outcome
+        bids = [self._bid(request, exchange, offer, price, currency)
+                for price, _, offer in best.values()]
+        outcome.response = BidResponse(id=request.request_id, bidid=uuid.uuid4().hex,
+                                       cur=currency,
+                                       seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
+        return outcome
+
+    def _offers(self, index: CampaignIndex, request: RequestView, exchange: ExchangeEntry,
+                now: float, outcome: Outcome) -> list[_Offer]:
+        offers = []
+        for imp in request.imps:
+            deal_ids = tuple(deal.deal_id for deal in imp.deals
+                             if not deal.allowed_seats or exchange.seat in deal.allowed_seats)
+            open_allowed = not (imp.is_private_auction and imp.deals)
+            for media in imp.media_types:
+                sizes: tuple[tuple[int, int] | None, ...] = (None,)
+                if media == "banner" and imp.banner is not None and imp.banner.sizes:
+                    sizes = imp.banner.sizes
+                for size in sizes:
+                    for candidate in index.candidates(
+                            format=media, size=size, country=request.country,
+                            device_type=request.device_type, deal_ids=deal_ids,
+                            categories=request.content_categories, open_allowed=open_allowed):
+                        reason = refusal(candidate.campaign, candidate.creative,
+                                         request=request, imp=imp, media=media, now=now)
+                        deal = next((deal for deal in imp.deals
+                                     if deal.deal_id in candidate.campaign.deal_ids), None)
+                        if reason is None and deal is not None and (
+                                deal.allowed_advertiser_domains
+                                and candidate.creative.adomain
+                                not in deal.allowed_advertiser_domains):
+                            reason = "deal_adomain"
+                        if reason is not None:
+                            outcome.refusals[reason] += 1
+                            continue
+                        offers.append(_Offer(imp, media, size, deal, candidate))
+        return offers
+
+    def _features(self, request: RequestView, offers: list[_Offer]) -> Matrix:
+        """One row per offer. The hour of week is UTC: requests rarely carry the user's
+        offset reliably."""
+        user = UserFeatures(segments=request.segments if request.has_user_consent
+                            else frozenset())
+        moment = datetime.now(UTC)
+        first_imp = request.imps[0]
+        context = ContextFeatures(
+            device_type=request.device_type, os=request.os,
+            hour_of_week=moment.weekday() * 24 + moment.hour,
+            site_category=request.content_categories[0] if request.content_categories else "",
+            is_app=request.medium == "app", is_interstitial=first_imp.is_interstitial,
+            ad_position=(first_imp.banner.position or 0) if first_imp.banner else 0)
+        return build_matrix(user=user, context=context, offers=[
+            OfferFeatures(format=offer.media,
+                          category=(offer.candidate.creative.categories
+                                    or offer.candidate.campaign.categories or ("",))[0],
+                          bid_cpm=float(offer.candidate.campaign.base_bid_cpm),
+                          segments=frozenset(offer.candidate.campaign.segments))
+            for offer in offers])
+
+    def _price(self, offer: _Offer, ctr: float, currency: str,
+               rates: dict[str, Decimal]) -> Decimal | None:
+        campaign = offer.candidate.campaign
+        try:
+            price = convert(bid_cpm(base_cpm=campaign.base_bid_cpm,
+                                    max_cpm=campaign.max_bid_cpm, ctr=ctr),
+                            source=campaign.currency, target=currency, usd_rates=rates)
+            max_cpm = convert(campaign.max_bid_cpm, source=campaign.currency, target=currency,
+                              usd_rates=rates)
+            if offer.deal is not None:
+                floor = convert(offer.deal.floor, source=offer.deal.floor_currency,
+                                target=currency, usd_rates=rates)
+            else:
+                floor = convert(offer.imp.floor, source=offer.imp.floor_currency,
+                                target=currency, usd_rates=rates)
+        except UnknownCurrency:
+            return None
+        return clear_floor(price, floor, max_cpm)
+
+    def _bid(self, request: RequestView, exchange: ExchangeEntry, offer: _Offer,
+             price: Decimal, currency: str) -> Bid:
+        campaign, creative = offer.candidate.campaign, offer.candidate.creative
+        bid_id = uuid.uuid4().hex
+        fields = {"auction": request.request_id, "imp": offer.imp.imp_id, "bid": bid_id,
+                  "campaign": str(campaign.id), "creative": str(creative.id),
+                  "exchange": exchange.slug, "cur": currency}
+        secret, base = self.settings.secret, self.settings.public_url.rstrip("/")
+
+        def url(kind: str, macros: dict[str, str] | None = None) -> str:
+            return f"{base}/v1/notice/{kind}?" + signed_query(secret, kind, fields, macros)
+
+        price_macro = {"price": "${AUCTION_PRICE}"}
+        click_url = f"{base}/v1/click?" + signed_query(secret, "click", fields)
+        impression_url = url("impression", price_macro)
+        width, height = offer.size or (creative.sizes[0] if creative.sizes else (0, 0))
+        if offer.media == "banner":
+            adm = markup.banner_html(creative, width=width, height=height,
+                                     click_url=click_url, impression_url=impression_url)
+        elif offer.media == "native" and offer.imp.native is not None:
+            adm = markup.native_response(
+                creative, request_assets=native_request_assets(offer.imp.native),
+                click_url=click_url, impression_url=impression_url)
+        else:
+            adm = markup.vast(creative, ad_id=bid_id, click_url=click_url,
+                              impression_url=impression_url, tracking_url=url("tracking"),
+                              width=width, height=height)
+        timed = offer.media in ("video", "audio")
+        return Bid(
+            id=bid_id, impid=offer.imp.imp_id, price=price, adm=adm,
+            nurl=url("win", price_macro), burl=url("billing", price_macro),
+            lurl=url("loss", {"loss": "${AUCTION_LOSS}", "price": "${AUCTION_PRICE}"}),
+            adomain=[creative.adomain] if creative.adomain else None,
+            cid=str(campaign.id), crid=str(creative.id),
+            cat=list(creative.categories) or None, attr=list(creative.attributes) or None,
+            w=width or None, h=height or None, mtype=MTYPE[offer.media],
+            dealid=offer.deal.deal_id if offer.deal is not None else None,
+            dur=creative.duration_seconds if timed else None)

@@ -1,0 +1,94 @@
+"""A bidder's long-lived state: the model runtime, the served snapshot, and what feeds them.
+
+`BidderService.start` loads the latest snapshot and model versions from the bus's key-value
+buckets (falling back to the shipped model when the registry has published none), then
+follows `config.snapshot` and `models.update` so every change reaches the running bidder.
+
+Django-free: the bidder process and the embedded platform both run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from bidding import metrics
+from bidding import snapshot as snapshots
+from bidding.engine import BidEngine, EngineSettings
+from campaign_express.backends.bus import Bus, Message, Subscription
+from campaign_express.backends.store import Store
+from campaign_express.env import Config
+from inference.modelfile import DEFAULT_MODEL_PATH, default_model_manifest
+from inference.providers import provider_from_config
+from inference.runtime import ModelRuntime, ModelUpdate, make_fetch
+
+logger = logging.getLogger(__name__)
+
+
+class BidderService:
+    def __init__(self, *, config: Config, bus: Bus, store: Store) -> None:
+        self.config = config
+        self.bus = bus
+        self.store = store
+        self.runtime = ModelRuntime(
+            provider=provider_from_config(config), name=config.npu_model_name,
+            fetch=make_fetch(bus), node=config.node_id, store=store,
+            max_items=config.npu_batcher_max_items, flush_us=config.npu_batcher_flush_us)
+        self.engine = BidEngine(runtime=self.runtime, settings=EngineSettings(
+            public_url=config.public_url, secret=config.secret_key.encode()))
+        self._subscription: Subscription | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.engine.index is not None and self.runtime.is_ready
+
+    def state(self) -> dict[str, object]:
+        index = self.engine.index
+        return {"snapshot_version": index.version if index is not None else None,
+                "campaigns": len(index.snapshot.campaigns) if index is not None else 0,
+                "model": self.runtime.serving()}
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        await self.runtime.restore(self.bus)
+        if not self.runtime.is_ready:
+            await self.runtime.apply(self._shipped_model())
+        await self.runtime.follow(self.bus)
+        self.runtime.start_stats()
+        self._subscription = await self.bus.subscribe(snapshots.SUBJECT, self._on_snapshot)
+        latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
+        if latest:
+            self.install(latest)
+
+    def _shipped_model(self) -> ModelUpdate:
+        """The model in the package, for a registry that has published nothing yet."""
+        path = self.config.npu_model_path or str(DEFAULT_MODEL_PATH)
+        manifest = default_model_manifest()
+        return ModelUpdate(name=self.config.npu_model_name, version=str(manifest["version"]),
+                           location=f"file://{path}", sha256=manifest["sha256"]
+                           if path == str(DEFAULT_MODEL_PATH) else _file_sha256(path))
+
+    async def _on_snapshot(self, message: Message) -> None:
+        self.install(message.data)
+
+    def install(self, data: bytes) -> None:
+        try:
+            snapshot = snapshots.decode(data)
+        except snapshots.SnapshotError as error:
+            logger.error("refused a config snapshot: %s", error)
+            return
+        if self.engine.install(snapshot):
+            metrics.SNAPSHOT_VERSION.set(snapshot.version)
+            metrics.SNAPSHOT_CAMPAIGNS.set(len(snapshot.campaigns))
+            logger.info("serving config snapshot %d (%d campaigns)", snapshot.version,
+                        len(snapshot.campaigns))
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+        await self.runtime.close()
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()

@@ -1,0 +1,260 @@
+"""The bidder end to end over its ASGI app: status codes, responses, targeting, blocklists,
+floors, currencies, exchanges' checks and snapshot swaps."""
+
+import gzip
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from bidding.openrtb.response import decode_response
+from bidding.signing import verify
+from tests.bidding.bidder_fixtures import (
+    broad_campaigns,
+    campaign,
+    client,
+    creative,
+    fixture,
+    snapshot,
+    started_service,
+)
+
+SECRET = b"s" * 40
+
+
+@pytest.fixture
+async def service(tmp_path):
+    service = await started_service(tmp_path)
+    yield service
+    await service.stop()
+
+
+async def post(service, body, path="/v1/bid", **kwargs):
+    async with client(service, kwargs.pop("client_address", "127.0.0.1")) as http:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await http.post(path, content=content, **kwargs)
+
+
+async def test_a_banner_request_gets_a_complete_openrtb_bid(service):
+    response = await post(service, fixture("banner-site-2.6.json"))
+
+    assert response.status_code == 200
+    assert response.headers["x-openrtb-version"] == "2.6"
+    body = response.json()
+    assert body["id"] == "req-banner-26"
+    assert body["cur"] == "USD"
+    (seatbid,) = body["seatbid"]
+    assert seatbid["seat"] == "ce-seat"
+    (bid,) = seatbid["bid"]
+    assert (bid["impid"], bid["cid"], bid["crid"], bid["mtype"]) == ("1", "1", "11", 1)
+    assert (bid["w"], bid["h"]) == (300, 250)
+    assert bid["adomain"] == ["brand.example"]
+    assert Decimal("0.5") <= Decimal(str(bid["price"])) <= Decimal("6")
+    assert 'src="https://cdn.example/11.png"' in bid["adm"]
+    for kind in ("nurl", "burl", "lurl"):
+        url = urlsplit(bid[kind])
+        assert url.path == f"/v1/notice/{dict(nurl='win', burl='billing', lurl='loss')[kind]}"
+        query = dict(parse_qsl(url.query.replace("${", "").replace("}", "")))
+        assert verify(SECRET, url.path.rsplit("/", 1)[1], query,
+                      ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur"))
+    assert "price=${AUCTION_PRICE}" in bid["burl"]
+    assert "loss=${AUCTION_LOSS}" in bid["lurl"]
+
+
+async def test_video_and_native_requests_get_vast_and_native_markup(service):
+    video = (await post(service, fixture("video-app.json"))).json()["seatbid"][0]["bid"][0]
+    native = (await post(service, fixture("native-site.json"))).json()["seatbid"][0]["bid"][0]
+
+    assert video["mtype"] == 2 and video["adm"].startswith('<VAST version="4.0">')
+    assert video["dur"] == 15
+    assert native["mtype"] == 4 and json.loads(native["adm"])["native"]["ver"] == "1.2"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"id": "x"}', b'{"id": "x", "imp": []}',
+                                  b"[]", b'{"imp": [{"id": "1"}]}'])
+async def test_an_unreadable_request_is_a_400_without_a_body(service, body):
+    response = await post(service, body)
+
+    assert (response.status_code, response.content) == (400, b"")
+
+
+async def test_a_body_over_the_limit_is_a_400(service):
+    request = fixture("banner-site-2.6.json")
+    request["site"]["keywords"] = "x" * 300_000
+
+    assert (await post(service, request)).status_code == 400
+
+
+async def test_a_gzipped_request_is_read_and_a_gzip_answer_given_when_asked(service):
+    request = fixture("banner-site-2.6.json")
+    response = await post(service, gzip.compress(json.dumps(request).encode()),
+                          headers={"content-encoding": "gzip", "accept-encoding": "gzip"})
+
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json()["id"] == "req-banner-26"
+
+
+async def test_no_eligible_campaign_is_a_204_or_an_nbr_body_for_exchanges_that_ask(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       countries=("FRA",)))
+    request = fixture("banner-site-2.6.json")
+
+    plain = await post(service, request)
+    with_reason = await post(service, request, path="/v1/bid/reasons")
+
+    assert (plain.status_code, plain.content) == (204, b"")
+    assert with_reason.status_code == 200
+    assert with_reason.json() == {"id": "req-banner-26", "nbr": 0}
+    await service.stop()
+
+
+async def test_too_little_time_left_is_a_no_bid_with_nbr_15(service):
+    request = {**fixture("banner-site-2.6.json"), "tmax": 10}
+
+    response = await post(service, request, path="/v1/bid/reasons")
+
+    assert response.json() == {"id": "req-banner-26", "nbr": 15}
+
+
+async def test_an_exchange_with_a_token_refuses_callers_without_it(service):
+    request = fixture("banner-site-2.6.json")
+
+    missing = await post(service, request, path="/v1/bid/secured")
+    wrong = await post(service, request, path="/v1/bid/secured",
+                       headers={"authorization": "Bearer nope"})
+    right = await post(service, request, path="/v1/bid/secured",
+                       headers={"authorization": "Bearer exchange-token"})
+
+    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
+
+
+async def test_an_exchange_with_an_ip_list_refuses_other_addresses(service):
+    request = fixture("banner-site-2.6.json")
+
+    outside = await post(service, request, path="/v1/bid/private")
+    inside = await post(service, request, path="/v1/bid/private", client_address="10.1.2.3")
+
+    assert (outside.status_code, inside.status_code) == (403, 200)
+
+
+async def test_an_unknown_exchange_is_a_404(service):
+    assert (await post(service, fixture("banner-site-2.6.json"),
+                       path="/v1/bid/nobody")).status_code == 404
+
+
+@pytest.mark.parametrize(("campaign_overrides", "creative_overrides", "request_change"), [
+    ({"countries": ("FRA",)}, {}, {}),
+    ({"device_types": ("phone",)}, {}, {}),
+    ({"operating_systems": ("ios",)}, {}, {}),
+    ({"regions": ("DE-BE",)}, {}, {}),
+    ({"site_domains_allow": ("other.example",)}, {}, {}),
+    ({"site_domains_block": ("news.example",)}, {}, {}),
+    ({"categories": ("IAB1",)}, {}, {}),
+    ({"segments": ("seg-cars",)}, {}, {}),
+    ({"deal_ids": ("deal-1",)}, {}, {}),
+    ({"loyalty_tiers": ("gold",)}, {}, {}),
+    ({"start_at": 0, "end_at": 1}, {}, {}),
+    ({}, {"categories": ("IAB25-3",)}, {}),
+    ({}, {"adomain": "competitor.example"}, {}),
+    ({}, {"attributes": (3,)}, {}),
+    ({}, {"sizes": ((160, 600),)}, {}),
+    ({}, {"asset_url": "http://cdn.example/insecure.png", "is_secure": False},
+     {"secure": 1}),
+    ({}, {}, {"bidfloor": 7.0}),
+    ({}, {}, {"bidfloor": 5.6, "bidfloorcur": "GBP"}),
+])
+async def test_each_targeting_rule_blocklist_and_floor_refuses_the_bid(
+        tmp_path, campaign_overrides, creative_overrides, request_change):
+    """The request bids on the unchanged campaign; one rule changed makes it a no-bid."""
+    request = fixture("banner-site-2.6.json")
+    baseline = await started_service(tmp_path, campaign(1, creative(11, "banner")))
+    assert (await post(baseline, request)).status_code == 200
+    await baseline.stop()
+
+    changed = await started_service(tmp_path, campaign(
+        1, creative(11, "banner", **creative_overrides), **campaign_overrides))
+    request["imp"][0].update(request_change)
+
+    assert (await post(changed, request)).status_code == 204
+    await changed.stop()
+
+
+async def test_a_deal_campaign_bids_on_its_deal_echoing_the_deal_id_above_its_floor(tmp_path):
+    """pmp-deals.json is a private auction with deal-eur (for another seat) and deal-usd
+    (floor 3.10 USD): only the campaign on deal-usd may bid, the open one may not."""
+    tall = creative(11, "banner", sizes=((300, 600),))
+    service = await started_service(
+        tmp_path, campaign(1, tall, deal_ids=("deal-usd",)),
+        campaign(2, creative(21, "banner", sizes=((300, 600),))),
+        campaign(3, creative(31, "banner", sizes=((300, 600),)), deal_ids=("deal-eur",)))
+
+    body = (await post(service, fixture("pmp-deals.json"))).json()
+
+    (bid,) = body["seatbid"][0]["bid"]
+    assert (bid["dealid"], bid["cid"]) == ("deal-usd", "1")
+    price = Decimal(str(bid["price"]))
+    floor = Decimal("3.1") if body["cur"] == "USD" else Decimal("3.1") * Decimal("0.92")
+    assert price >= floor
+    await service.stop()
+
+
+async def test_the_response_currency_is_one_the_request_allows(service):
+    request = {**fixture("banner-site-2.6.json"), "cur": ["EUR"]}
+    request["imp"][0]["bidfloor"] = 0.1
+
+    body = (await post(service, request)).json()
+
+    assert body["cur"] == "EUR"
+
+
+async def test_a_newer_snapshot_replaces_the_served_one_and_an_older_one_is_ignored(service):
+    request = fixture("banner-site-2.6.json")
+    service.install(snapshot(campaign(5, creative(55, "banner")), version=7))
+    first = (await post(service, request)).json()["seatbid"][0]["bid"][0]["cid"]
+    service.install(snapshot(*broad_campaigns(), version=3))
+    second = (await post(service, request)).json()["seatbid"][0]["bid"][0]["cid"]
+
+    assert (first, second) == ("5", "5")
+    assert service.state()["snapshot_version"] == 7
+
+
+async def test_ready_says_what_is_served(service):
+    async with client(service) as http:
+        response = await http.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json()["snapshot_version"] == 1
+    assert response.json()["model"]["active"] == "1"
+
+
+CORPUS = os.environ.get("OPENRTB_CORPUS", "")
+
+
+def corpus_requests() -> list[Path]:
+    if not CORPUS:
+        return []
+    return [path for path in sorted(Path(CORPUS).glob("*.json"))
+            if isinstance(data := json.loads(path.read_text()), dict) and "imp" in data]
+
+
+@pytest.mark.skipif(not CORPUS, reason="OPENRTB_CORPUS is not set")
+async def test_every_corpus_request_gets_a_valid_answer_never_a_500(service):
+    answered = {"bids": 0, "no_bids": 0}
+    for path in corpus_requests():
+        request = json.loads(path.read_text())
+        response = await post(service, path.read_bytes())
+        assert response.status_code in (200, 204), path.name
+        if response.status_code == 204:
+            answered["no_bids"] += 1
+            continue
+        body = decode_response(response.content)
+        imp_ids = {str(imp["id"]) for imp in request["imp"]}
+        assert body.id == str(request["id"]), path.name
+        for bid in body.seatbid[0].bid:
+            assert bid.impid in imp_ids and bid.price > 0 and bid.crid and bid.adm, path.name
+        answered["bids"] += 1
+    assert answered["bids"] >= 30, answered
