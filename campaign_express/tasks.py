@@ -84,6 +84,14 @@ class InProcessRunner:
             self._stopping.wait(self._tick_seconds)
 
 
+class InlineRunner:
+    """Runs each task at once in the caller's thread, as Celery's eager mode does: for tests,
+    where a task must see the test's own transaction and its errors must surface."""
+
+    def enqueue(self, name: str, /, **kwargs: Any) -> None:
+        import_string(name)(**kwargs)
+
+
 _runner: TaskRunner | None = None
 _lock = threading.Lock()
 
@@ -92,7 +100,12 @@ def runner() -> TaskRunner:
     global _runner
     with _lock:
         if _runner is None:
-            _runner = CeleryRunner() if settings.CELERY_BROKER_URL else InProcessRunner()
+            if settings.CELERY_BROKER_URL:
+                _runner = CeleryRunner()
+            elif getattr(settings, "TASKS_INLINE", False):
+                _runner = InlineRunner()
+            else:
+                _runner = InProcessRunner()
         return _runner
 
 

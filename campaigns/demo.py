@@ -21,7 +21,7 @@ from django.utils import timezone
 from PIL import Image, ImageDraw
 
 from campaigns import services
-from campaigns.models import Advertiser, Campaign, Creative
+from campaigns.models import Advertiser, Campaign, Creative, Exchange
 from campaigns.roles import APPROVER, MARKETER, OPS, roles_sync
 
 User = get_user_model()
@@ -57,6 +57,11 @@ CAMPAIGNS = [
     ("Loyalty Double Stars", "Northwind Coffee", "in_review", ["native"],
      {"loyalty_tiers": ["green", "gold", "reserve"], "segments": ["coffee_lovers"]}),
     ("Pumpkin Spice Teaser", "Northwind Coffee", "draft", ["banner"], {}),
+    # Bids on most traffic: common banner sizes, video and native, sites and apps, in the
+    # countries of the README's sample request and the OpenRTB corpus.
+    ("Coffee Everywhere", "Northwind Coffee", "active",
+     ["banner:300x250", "banner:728x90", "banner:320x50", "banner:300x600", "video", "native"],
+     {"countries": ["USA", "CAN", "GBR", "DEU", "FRA", "ESP", "ITA", "NLD", "AUS", "BRA"]}),
     ("Weekend Getaways", "Contoso Hotels", "active", ["video", "banner", "native"],
      {"countries": ["DEU", "FRA", "NLD"], "site_domains_block": ["tabloid.example"]}),
     ("Business Travel Q4", "Contoso Hotels", "completed", ["banner"],
@@ -93,12 +98,15 @@ def _vast(name: str) -> str:
 
 def _creative_data(campaign: Campaign, format_: str, index: int) -> dict:
     domain = campaign.advertiser.domain
-    name = f"{campaign.name} {format_} {index}"
+    format_, _, size = format_.partition(":")
+    name = f"{campaign.name} {format_} {size or index}"
     data = {"campaign": campaign, "name": name, "format": format_, "adomain": domain,
             "click_url": f"https://{domain}/offers?c={campaign.pk}"}
     if format_ == "banner":
-        data.update(sizes=["300x250"], asset=SimpleUploadedFile(
-            f"demo-{campaign.pk}-{index}.png", _banner_png(name), content_type="image/png"))
+        width, height = (int(side) for side in (size or "300x250").split("x"))
+        data.update(sizes=[f"{width}x{height}"], asset=SimpleUploadedFile(
+            f"demo-{campaign.pk}-{index}.png", _banner_png(name, (width, height)),
+            content_type="image/png"))
     elif format_ == "video":
         data.update(sizes=["640x360"], markup=_vast(name), mimes=["video/mp4"], protocols=[2, 3],
                     duration_seconds=15)
@@ -129,6 +137,7 @@ def demo_seed() -> list[DemoUser]:
     users, demo_users = _users()
     ops, approver = users["ops"], users["approver"]
     now = timezone.now()
+    _demo_exchange(ops)
     for spec in ADVERTISERS:
         advertiser = Advertiser.objects.filter(name=spec["name"]).first()
         if advertiser is None:
@@ -168,3 +177,11 @@ def demo_seed() -> list[DemoUser]:
 def demo_counts() -> dict[str, int]:
     return {"advertisers": Advertiser.objects.count(), "campaigns": Campaign.objects.count(),
             "creatives": Creative.objects.count()}
+
+
+def _demo_exchange(ops: User) -> None:
+    """The default exchange: no credentials, so the README's sample request gets a bid."""
+    if not Exchange.objects.filter(slug="demo").exists():
+        services.exchange_create(actor=ops, data={
+            "name": "Demo exchange", "slug": "demo", "seat": "campaign-express",
+            "is_default": True, "auth": "none", "currency": "USD", "no_bid_style": "204"})

@@ -8,3 +8,5 @@ from campaign_express.settings.base import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="campaign-express-media-"))
 CHDB_PATH = Path(tempfile.mkdtemp(prefix="campaign-express-chdb-")) / "chdb"
+# Enqueued tasks run at once in the test's thread and transaction (see tasks.InlineRunner).
+TASKS_INLINE = True

@@ -65,10 +65,10 @@ def test_the_seed_demo_command_prints_passwords_once(db, capsys):
     call_command("seed_demo")
     second = capsys.readouterr().out
 
-    assert first.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives; "
+    assert first.startswith("Demo data: 2 advertisers, 10 campaigns, 21 creatives; "
                             "model offer-scoring 1 is active.\n")
     assert first.count("(shown once)") == 4
-    assert second.startswith("Demo data: 2 advertisers, 9 campaigns, 15 creatives; "
+    assert second.startswith("Demo data: 2 advertisers, 10 campaigns, 21 creatives; "
                              "model offer-scoring 1 is active.\n")
     assert "password:" not in second
     assert second.count("exists; reset its password") == 4

@@ -282,7 +282,7 @@ def test_a_rollout_promotes_a_healthy_version(ops, bidder, django_capture_on_com
 
 def test_a_rollout_rolls_back_a_version_that_is_too_slow(ops, bidder,
                                                         django_capture_on_commit_callbacks):
-    rollout = _roll_out(ops, bidder, variant(version="3", slow_layers=30), "3",
+    rollout = _roll_out(ops, bidder, variant(version="3", slow_layers=150), "3",
                         django_capture_on_commit_callbacks)
 
     assert rollout.stage == Rollout.Stage.ROLLED_BACK
