@@ -24,10 +24,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from bidding import metrics
+from bidding.handler import BidHandler
 from bidding.nbr import NoBid
-from bidding.openrtb import InvalidRequest, decode_request, encode_response, normalize
 from bidding.openrtb.request import MAX_BODY_BYTES
-from bidding.openrtb.response import no_bid_body
 from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
 
@@ -102,6 +101,7 @@ class BidderApp:
     def __init__(self, service: BidderService, *, max_body_bytes: int = MAX_BODY_BYTES,
                  manage_lifespan: bool = True) -> None:
         self.service = service
+        self.handler = BidHandler(service, max_body_bytes=max_body_bytes)
         self.max_body_bytes = max_body_bytes
         self.manage_lifespan = manage_lifespan
 
@@ -142,16 +142,9 @@ class BidderApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _exchange(self, path: str) -> ExchangeEntry | None:
-        index = self.service.engine.index
-        if index is None:
-            return None
-        slug = path.removeprefix("/v1/bid").strip("/")
-        return index.exchange(slug) if slug else index.default_exchange()
-
     async def bid(self, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = time.perf_counter()
-        exchange = self._exchange(scope["path"])
+        exchange = self.handler.exchange(scope["path"].removeprefix("/v1/bid").strip("/"))
         label = exchange.slug if exchange is not None else "unknown"
         metrics.REQUESTS.labels(label).inc()
         try:
@@ -165,44 +158,25 @@ class BidderApp:
                 body = await _read_body(receive, self.max_body_bytes)
                 if _header(scope, b"content-encoding").lower() == "gzip":
                     body = _gunzip(body, self.max_body_bytes)
-                request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
-            except (InvalidRequest, BodyTooLarge, zlib.error, OSError):
+            except (BodyTooLarge, zlib.error, OSError):
                 metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
                 metrics.RESPONSES.labels(label, "invalid").inc()
                 await _respond(send, 400)
                 return
-            try:
-                outcome = await self.service.engine.bid(request, exchange=exchange,
-                                                        received_at=received_at)
-            except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not a 500
-                logger.exception("bid on %s failed", request.request_id)
-                await self._no_bid(send, exchange, request.request_id, NoBid.TECHNICAL_ERROR)
-                return
-            if outcome.response is None:
-                await self._no_bid(send, exchange, request.request_id,
-                                   outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
-                return
-            payload = encode_response(outcome.response)
-            headers = [OPENRTB_VERSION, JSON]
-            if len(payload) >= GZIP_MIN_BYTES and "gzip" in _header(
-                    scope, b"accept-encoding").lower():
-                payload = gzip.compress(payload, compresslevel=5)
-                headers.append((b"content-encoding", b"gzip"))
-            metrics.RESPONSES.labels(label, "bid").inc()
-            await _respond(send, 200, payload, tuple(headers))
+            answer = await self.handler.handle(body, exchange=exchange, received_at=received_at)
+            headers = [OPENRTB_VERSION]
+            payload = answer.body
+            if answer.status == 200:
+                headers.append(JSON)
+                if len(payload) >= GZIP_MIN_BYTES and "gzip" in _header(
+                        scope, b"accept-encoding").lower():
+                    payload = gzip.compress(payload, compresslevel=5)
+                    headers.append((b"content-encoding", b"gzip"))
+            await _respond(send, answer.status, payload,
+                           tuple(headers) if answer.status != 400 else ())
         finally:
             metrics.LATENCY_US.observe((time.perf_counter() - received_at) * 1_000_000)
 
     async def _refuse(self, send: Send, label: str, status: int) -> None:
         metrics.RESPONSES.labels(label, "refused").inc()
         await _respond(send, status)
-
-    async def _no_bid(self, send: Send, exchange: ExchangeEntry, request_id: str,
-                      reason: NoBid) -> None:
-        metrics.NO_BIDS.labels(reason.value).inc()
-        metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
-        if exchange.no_bid_style == "nbr":
-            await _respond(send, 200, no_bid_body(request_id, reason.nbr),
-                           (OPENRTB_VERSION, JSON))
-        else:
-            await _respond(send, 204, b"", (OPENRTB_VERSION,))

@@ -2,7 +2,8 @@ import httpx
 import pytest
 
 from campaign_express.platform import analytics_close
-from tests.campaign_express.platform import private_postgres, private_redis, running_platform
+from tests.campaign_express.platform import (ROOT, private_postgres, private_redis,
+                                              running_platform)
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +43,11 @@ def test_embedded_platform_boots_with_demo_data_and_serves_admin_api_and_docs(tm
         assert "Log in" in httpx.get(f"{base}/admin/login/").text
         assert httpx.get(f"{base}/api/docs/").status_code == 200
         assert httpx.get(f"{base}/api/v1/campaigns/").status_code == 401
+        sample = (ROOT / "docs" / "examples" / "bid-request.json").read_bytes()
+        bid = httpx.post(f"{base}/v1/bid", content=sample,
+                         headers={"content-type": "application/json"})
+        assert bid.status_code == 200, bid.text
+        assert bid.json()["seatbid"][0]["bid"][0]["adomain"] == ["northwindcoffee.example"]
     log = (tmp_path / "platform.log").read_text()
     assert "marketer" in log and "password:" in log
     assert (tmp_path / "campaign_express.sqlite3").exists()

@@ -1,0 +1,74 @@
+"""One bid request in, one answer out: shared by the HTTP, gRPC and NATS transports.
+
+Transports find the exchange and check the caller their own way (HTTP headers and address,
+gRPC metadata, NATS subject); from the body on, every transport answers the same: 400 for an
+unreadable request, 204 or `200 {"id", "nbr"}` for a no-bid (as the exchange asked), 200 with
+the OpenRTB response for a bid, and never an error of ours.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from bidding import metrics
+from bidding.nbr import NoBid
+from bidding.openrtb import InvalidRequest, decode_request, encode_response, normalize
+from bidding.openrtb.request import MAX_BODY_BYTES
+from bidding.openrtb.response import no_bid_body
+from bidding.service import BidderService
+from bidding.snapshot import ExchangeEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 200 bid or nbr body, 204 no-bid, 400 unreadable request
+    body: bytes = b""
+    reason: NoBid | None = None
+
+
+class BidHandler:
+    def __init__(self, service: BidderService, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+
+    def exchange(self, slug: str) -> ExchangeEntry | None:
+        """The exchange a request names, or the default one for an empty slug."""
+        index = self.service.engine.index
+        if index is None:
+            return None
+        return index.exchange(slug) if slug else index.default_exchange()
+
+    async def handle(self, body: bytes, *, exchange: ExchangeEntry,
+                     received_at: float | None = None) -> Answer:
+        received_at = received_at or time.perf_counter()
+        try:
+            request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
+        except InvalidRequest:
+            metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
+            metrics.RESPONSES.labels(exchange.slug, "invalid").inc()
+            return Answer(400, reason=NoBid.INVALID_REQUEST)
+        try:
+            outcome = await self.service.engine.bid(request, exchange=exchange,
+                                                    received_at=received_at)
+        except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an error
+            logger.exception("bid on %s failed", request.request_id)
+            return self._no_bid(exchange, request.request_id, NoBid.TECHNICAL_ERROR)
+        if outcome.response is None:
+            return self._no_bid(exchange, request.request_id,
+                                outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
+        metrics.RESPONSES.labels(exchange.slug, "bid").inc()
+        return Answer(200, encode_response(outcome.response))
+
+    @staticmethod
+    def _no_bid(exchange: ExchangeEntry, request_id: str, reason: NoBid) -> Answer:
+        metrics.NO_BIDS.labels(reason.value).inc()
+        metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
+        if exchange.no_bid_style == "nbr":
+            return Answer(200, no_bid_body(request_id, reason.nbr), reason)
+        return Answer(204, b"", reason)
