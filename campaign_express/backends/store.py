@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio
 import redis.exceptions
+from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -55,6 +57,32 @@ return tonumber(ARGV[1])
 """
 
 
+class ScriptContext(Protocol):
+    """What a script's Python twin may do: the same integer-counter operations its Lua uses."""
+
+    def get(self, key: str) -> int: ...  # 0 when missing
+
+    def incrby(self, key: str, amount: int, ttl_seconds: int | None = None) -> int: ...
+
+    def set(self, key: str, value: int, ttl_seconds: int | None = None) -> None: ...
+
+    def delete(self, key: str) -> bool: ...  # True when it existed
+
+
+@dataclass(frozen=True)
+class Script:
+    """An atomic multi-key operation: Lua for Redis and a Python twin for `MemoryStore`.
+
+    The two must agree: `tests/backends/test_store_contract.py` runs each script of the
+    project against both stores. Keys of one call must share a Redis Cluster hash tag.
+    `incrby` with a TTL sets it on every call (Lua: INCRBY then EXPIRE).
+    """
+
+    name: str
+    lua: str
+    twin: Callable[[ScriptContext, Sequence[str], Sequence[int]], int]
+
+
 class StoreUnavailable(Exception):
     """The store could not be reached in time; callers fail closed (no bid on capped campaigns)."""
 
@@ -73,6 +101,8 @@ class Store(Protocol):
     ) -> int | None:
         """Add `amount` if the result stays <= `limit`; the new value, or None and no change."""
         ...
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[int]) -> int: ...
 
     async def ping(self) -> None: ...
 
@@ -159,11 +189,46 @@ class MemoryStore:
             self._write(key, str(updated).encode(), expires_at, now)
             return updated
 
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[int]) -> int:
+        with self._lock:
+            return script.twin(_MemoryContext(self, self._clock()), keys, args)
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
+
+
+class _MemoryContext:
+    """`ScriptContext` over a MemoryStore's entries; used under its lock, so atomic."""
+
+    def __init__(self, store: MemoryStore, now: float) -> None:
+        self._store = store
+        self._now = now
+
+    def get(self, key: str) -> int:
+        value = self._store._read(key, self._now)
+        return 0 if value is None else int(value)
+
+    def incrby(self, key: str, amount: int, ttl_seconds: int | None = None) -> int:
+        current = self._store._read(key, self._now)
+        updated = (0 if current is None else int(current)) + amount
+        if ttl_seconds is not None:
+            expires_at: float | None = self._now + ttl_seconds
+        else:
+            expires_at = self._store._entries[key][1] if current is not None else None
+        self._store._write(key, str(updated).encode(), expires_at, self._now)
+        return updated
+
+    def set(self, key: str, value: int, ttl_seconds: int | None = None) -> None:
+        expires_at = None if ttl_seconds is None else self._now + ttl_seconds
+        self._store._write(key, str(value).encode(), expires_at, self._now)
+
+    def delete(self, key: str) -> bool:
+        existed = self._store._read(key, self._now) is not None
+        self._store._entries.pop(key, None)
+        return existed
 
 
 @contextmanager
@@ -202,6 +267,7 @@ class RedisStore:
         )
         self._redis = redis.asyncio.Redis.from_pool(pool)
         self._incr_within = self._redis.register_script(_INCR_WITHIN_LUA)
+        self._scripts: dict[str, AsyncScript] = {}
 
     async def get(self, key: str) -> bytes | None:
         with _unavailable_on_error():
@@ -234,6 +300,13 @@ class RedisStore:
                     raise ValueError(f"{key!r} does not hold an integer") from error
                 raise
         return None if result is None else int(result)
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[int]) -> int:
+        registered = self._scripts.get(script.name)
+        if registered is None:
+            registered = self._scripts[script.name] = self._redis.register_script(script.lua)
+        with _unavailable_on_error():
+            return int(await registered(keys=list(keys), args=list(args)))
 
     async def ping(self) -> None:
         with _unavailable_on_error():

@@ -1,0 +1,243 @@
+"""Budgets, pacing and frequency caps, counted atomically in the store (Redis in production).
+
+Money is integer micros of the campaign's currency. At bid time the bidder *holds* the bid's
+cost; the billing notice turns the hold into spend, the loss notice releases it, and a hold
+that hears nothing returns by itself when its minute bucket leaves the hold window. The check
+and the hold are one script, so bidders racing for the last cent of a budget cannot both pass:
+the budget is overspent by at most what billing charges for holds that already expired.
+
+Keys are hash-tagged by campaign (`{c42}`) or by user (`{u...}`), so each script touches one
+Redis Cluster slot.
+
+Even pacing: within a day (in the advertiser's time zone) the budget left at the start of the
+current hour is spread over the hours left, so an hour may spend at most its share; accelerated
+pacing may spend the whole daily budget as fast as it wins.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bidding.snapshot import CampaignEntry
+from campaign_express.backends.store import Script, ScriptContext, Store
+
+MICROS = 1_000_000
+DAY_TTL = 3 * 86_400
+HOUR_TTL = 2 * 86_400
+RESERVE_OK, RESERVE_DAILY, RESERVE_TOTAL = 0, 1, 2
+
+# KEYS: spent, day, hour, hold, held bucket of this minute, held buckets of earlier minutes.
+# ARGV: amount, daily limit, total limit, hours left in the day (0: accelerated), hold
+# seconds, held-bucket ttl. Returns 0 held, 1 refused by the daily budget or pacing, 2 by the
+# total budget.
+_RESERVE_LUA = """
+local held = 0
+for i = 5, #KEYS do held = held + tonumber(redis.call('GET', KEYS[i]) or '0') end
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local day = tonumber(redis.call('GET', KEYS[2]) or '0')
+local hour = tonumber(redis.call('GET', KEYS[3]) or '0')
+local amount = tonumber(ARGV[1])
+local daily = tonumber(ARGV[2])
+local hours_left = tonumber(ARGV[4])
+if hours_left > 0 then
+  local before = day - hour
+  daily = before + math.floor((daily - before) / hours_left)
+end
+if day + held + amount > daily then return 1 end
+if spent + held + amount > tonumber(ARGV[3]) then return 2 end
+redis.call('INCRBY', KEYS[5], amount)
+redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
+redis.call('SET', KEYS[4], amount, 'EX', tonumber(ARGV[5]))
+return 0
+"""
+
+
+def _reserve(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    held = sum(ctx.get(key) for key in keys[4:])
+    spent, day, hour = ctx.get(keys[0]), ctx.get(keys[1]), ctx.get(keys[2])
+    amount, daily, total, hours_left, hold_seconds, held_ttl = args
+    if hours_left > 0:
+        before = day - hour
+        daily = before + math.floor((daily - before) / hours_left)
+    if day + held + amount > daily:
+        return RESERVE_DAILY
+    if spent + held + amount > total:
+        return RESERVE_TOTAL
+    ctx.incrby(keys[4], amount, held_ttl)
+    ctx.set(keys[3], amount, hold_seconds)
+    return RESERVE_OK
+
+
+# KEYS: spent, day, hour, hold, its held bucket. ARGV: spend, day ttl, hour ttl.
+# Releases the hold (if it has not expired) and counts the spend. Returns the day's spend.
+_COMMIT_LUA = """
+local amount = redis.call('GET', KEYS[4])
+if amount then
+  redis.call('DEL', KEYS[4])
+  redis.call('DECRBY', KEYS[5], amount)
+end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
+local day = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+return day
+"""
+
+
+def _commit(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    amount = ctx.get(keys[3])
+    if ctx.delete(keys[3]):
+        ctx.incrby(keys[4], -amount)
+    spend, day_ttl, hour_ttl = args
+    ctx.incrby(keys[0], spend)
+    ctx.incrby(keys[2], spend, hour_ttl)
+    return ctx.incrby(keys[1], spend, day_ttl)
+
+
+# KEYS: hold, its held bucket. Returns the amount released (0 when already gone).
+_RELEASE_LUA = """
+local amount = redis.call('GET', KEYS[1])
+if not amount then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('DECRBY', KEYS[2], amount)
+return tonumber(amount)
+"""
+
+
+def _release(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    amount = ctx.get(keys[0])
+    if not ctx.delete(keys[0]):
+        return 0
+    ctx.incrby(keys[1], -amount)
+    return amount
+
+
+# KEYS: the user's hour, day and lifetime counters for one campaign. ARGV: their ttls.
+_COUNT_LUA = """
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], 1)
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[i]))
+end
+return 1
+"""
+
+
+def _count(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    for key, ttl in zip(keys, args, strict=True):
+        ctx.incrby(key, 1, ttl)
+    return 1
+
+
+RESERVE = Script("budget-reserve", _RESERVE_LUA, _reserve)
+COMMIT = Script("budget-commit", _COMMIT_LUA, _commit)
+RELEASE = Script("budget-release", _RELEASE_LUA, _release)
+COUNT_IMPRESSION = Script("cap-count", _COUNT_LUA, _count)
+CAP_TTLS = (2 * 3600, 2 * 86_400, 400 * 86_400)  # hour, day, lifetime counters
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def to_micros(amount: Decimal) -> int:
+    return int(amount * MICROS)
+
+
+def user_key(user_id: str) -> str:
+    """A short, brace-free hash of the user id for key names and notice URLs."""
+    return hashlib.blake2b(user_id.encode(), digest_size=8).hexdigest() if user_id else ""
+
+
+class Ledger:
+    def __init__(self, store: Store, *, hold_seconds: int = 120) -> None:
+        self.store = store
+        self.hold_seconds = hold_seconds
+        self._window_minutes = math.ceil(hold_seconds / 60) + 1
+
+    @staticmethod
+    def _campaign_keys(campaign_id: int, time_zone: str, now: float) -> list[str]:
+        local = datetime.fromtimestamp(now, _zone(time_zone))
+        tag = f"budget:{{c{campaign_id}}}"
+        return [f"{tag}:spent", f"{tag}:day:{local:%Y%m%d}", f"{tag}:hour:{local:%Y%m%d%H}"]
+
+    @staticmethod
+    def _hold_keys(campaign_id: int, hold_id: str, minute: int) -> list[str]:
+        tag = f"budget:{{c{campaign_id}}}"
+        return [f"{tag}:hold:{hold_id}", f"{tag}:held:{minute}"]
+
+    async def reserve(self, campaign: CampaignEntry, *, amount: int, hold_id: str,
+                      now: float | None = None) -> int:
+        now = now or time.time()
+        minute = int(now // 60)
+        tag = f"budget:{{c{campaign.id}}}"
+        keys = [*self._campaign_keys(campaign.id, campaign.time_zone, now),
+                *self._hold_keys(campaign.id, hold_id, minute),
+                *(f"{tag}:held:{minute - back}" for back in range(1, self._window_minutes))]
+        hours_left = 0
+        if campaign.pacing == "even":
+            hours_left = 24 - datetime.fromtimestamp(now, _zone(campaign.time_zone)).hour
+        return await self.store.run(RESERVE, keys, [
+            amount, to_micros(campaign.daily_budget), to_micros(campaign.total_budget),
+            hours_left, self.hold_seconds, self.hold_seconds + 120])
+
+    async def commit(self, *, campaign_id: int, time_zone: str, hold_id: str, minute: int,
+                     spend: int, now: float | None = None) -> int:
+        now = now or time.time()
+        keys = [*self._campaign_keys(campaign_id, time_zone, now),
+                *self._hold_keys(campaign_id, hold_id, minute)]
+        return await self.store.run(COMMIT, keys, [spend, DAY_TTL, HOUR_TTL])
+
+    async def release(self, *, campaign_id: int, hold_id: str, minute: int) -> int:
+        return await self.store.run(RELEASE, self._hold_keys(campaign_id, hold_id, minute), [])
+
+    async def spent(self, campaign_id: int) -> int:
+        return int(await self.store.get(f"budget:{{c{campaign_id}}}:spent") or 0)
+
+    # --- frequency caps ---------------------------------------------------------------------
+
+    @staticmethod
+    def _cap_keys(user: str, campaign_id: int, now: float) -> list[str]:
+        moment = datetime.fromtimestamp(now, _zone("UTC"))
+        tag = f"cap:{{u{user}}}:c{campaign_id}"
+        return [f"{tag}:h:{moment:%Y%m%d%H}", f"{tag}:d:{moment:%Y%m%d}", f"{tag}:l"]
+
+    async def capped(self, *, user: str, campaigns: Iterable[CampaignEntry],
+                     now: float | None = None) -> set[int]:
+        """Ids of the campaigns whose cap this user has reached: one round trip for all."""
+        now = now or time.time()
+        capped = [campaign for campaign in campaigns if _caps(campaign) != (None, None, None)]
+        if not capped:
+            return set()
+        keys = [key for campaign in capped for key in self._cap_keys(user, campaign.id, now)]
+        values = await self.store.get_many(keys)
+        reached = set()
+        for position, campaign in enumerate(capped):
+            counts = values[position * 3:position * 3 + 3]
+            for count, cap in zip(counts, _caps(campaign), strict=True):
+                if cap is not None and int(count or 0) >= cap:
+                    reached.add(campaign.id)
+        return reached
+
+    async def count_impression(self, *, user: str, campaign_id: int,
+                               now: float | None = None) -> None:
+        await self.store.run(COUNT_IMPRESSION, self._cap_keys(user, campaign_id,
+                                                              now or time.time()), CAP_TTLS)
+
+
+def _caps(campaign: CampaignEntry) -> tuple[int | None, int | None, int | None]:
+    return (campaign.frequency_cap_hour, campaign.frequency_cap_day,
+            campaign.frequency_cap_lifetime)

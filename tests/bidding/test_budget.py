@@ -1,0 +1,192 @@
+"""Budget holds, spend, pacing and frequency caps, against MemoryStore and real Redis."""
+
+import asyncio
+import multiprocessing
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import redis
+
+from bidding.budget import (RESERVE_DAILY, RESERVE_OK, RESERVE_TOTAL, Ledger, to_micros,
+                            user_key)
+from bidding.snapshot import CampaignEntry
+from campaign_express.backends.store import MemoryStore, RedisStore
+
+NOON = datetime(2030, 5, 6, 12, 0, tzinfo=UTC).timestamp()  # a Monday, 12:00 UTC
+
+
+def make_campaign(campaign_id: int, **overrides) -> CampaignEntry:
+    return CampaignEntry(**{
+        "id": campaign_id, "advertiser_id": 1, "name": "c", "currency": "USD",
+        "time_zone": "UTC", "start_at": 0, "end_at": 2**40, "total_budget": Decimal("1.00"),
+        "daily_budget": Decimal("0.50"), "pacing": "accelerated",
+        "base_bid_cpm": Decimal(1), "max_bid_cpm": Decimal(2), **overrides})
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    store = RedisStore(url)
+    yield store
+    await store.close()
+    client.flushdb()
+
+
+def campaign_id() -> int:
+    return uuid.uuid4().int % 10**9
+
+
+async def test_holds_stop_at_the_daily_budget_and_spend_replaces_them(store):
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id())
+    quarter = to_micros(Decimal("0.25"))
+
+    first = await ledger.reserve(campaign, amount=quarter, hold_id="a", now=NOON)
+    second = await ledger.reserve(campaign, amount=quarter, hold_id="b", now=NOON)
+    third = await ledger.reserve(campaign, amount=1, hold_id="c", now=NOON)
+
+    assert (first, second, third) == (RESERVE_OK, RESERVE_OK, RESERVE_DAILY)
+    minute = int(NOON // 60)
+    day = await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="a",
+                              minute=minute, spend=100_000, now=NOON)
+    assert day == 100_000
+    assert await ledger.spent(campaign.id) == 100_000
+    # 0.10 spent + 0.25 still held: 0.15 of the day is left.
+    assert await ledger.reserve(campaign, amount=150_000, hold_id="d", now=NOON) == RESERVE_OK
+    assert await ledger.reserve(campaign, amount=1, hold_id="e", now=NOON) == RESERVE_DAILY
+
+
+async def test_the_total_budget_refuses_across_days(store):
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id(), daily_budget=Decimal("1.00"),
+                             total_budget=Decimal("1.20"))
+    minute = int(NOON // 60)
+    await ledger.reserve(campaign, amount=900_000, hold_id="a", now=NOON)
+    await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="a", minute=minute,
+                        spend=900_000, now=NOON)
+    tomorrow = NOON + 86_400
+
+    assert await ledger.reserve(campaign, amount=400_000, hold_id="b",
+                                now=tomorrow) == RESERVE_TOTAL
+    assert await ledger.reserve(campaign, amount=300_000, hold_id="c",
+                                now=tomorrow) == RESERVE_OK
+
+
+async def test_a_released_hold_and_an_expired_hold_give_the_budget_back(store):
+    ledger = Ledger(store, hold_seconds=60)
+    campaign = make_campaign(campaign_id())
+    half = to_micros(Decimal("0.50"))
+    minute = int(NOON // 60)
+
+    assert await ledger.reserve(campaign, amount=half, hold_id="a", now=NOON) == RESERVE_OK
+    assert await ledger.release(campaign_id=campaign.id, hold_id="a", minute=minute) == half
+    assert await ledger.release(campaign_id=campaign.id, hold_id="a", minute=minute) == 0
+    assert await ledger.reserve(campaign, amount=half, hold_id="b", now=NOON) == RESERVE_OK
+    assert await ledger.reserve(campaign, amount=half, hold_id="c", now=NOON + 60) == (
+        RESERVE_DAILY)
+    # Nothing came back for hold b: once its minute leaves the window its money is free.
+    assert await ledger.reserve(campaign, amount=half, hold_id="d", now=NOON + 180) == (
+        RESERVE_OK)
+
+
+async def test_even_pacing_spreads_what_is_left_over_the_hours_left(store):
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id(), pacing="even", daily_budget=Decimal("2.40"),
+                             total_budget=Decimal(100))
+    hour_share = to_micros(Decimal("0.10"))  # 2.40 over 24 hours, at midnight
+    midnight = datetime(2030, 5, 6, 0, 0, tzinfo=UTC).timestamp()
+
+    assert await ledger.reserve(campaign, amount=hour_share, hold_id="a",
+                                now=midnight) == RESERVE_OK
+    assert await ledger.reserve(campaign, amount=1, hold_id="b", now=midnight) == RESERVE_DAILY
+    late = datetime(2030, 5, 6, 23, 0, tzinfo=UTC).timestamp()
+    other = make_campaign(campaign_id(), pacing="even", daily_budget=Decimal("2.40"),
+                          total_budget=Decimal(100))
+    # In the last hour of the day the whole daily budget may go.
+    assert await ledger.reserve(other, amount=to_micros(Decimal("2.40")), hold_id="c",
+                                now=late) == RESERVE_OK
+
+
+async def test_even_pacing_uses_the_advertisers_time_zone(store):
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id(), pacing="even", time_zone="Pacific/Kiritimati",
+                             daily_budget=Decimal("2.40"), total_budget=Decimal(100))
+    # Kiritimati is UTC+14: 12:00 UTC is 02:00 next day there, 22 hours left.
+    assert await ledger.reserve(campaign, amount=to_micros(Decimal("0.11")), hold_id="a",
+                                now=NOON) == RESERVE_DAILY
+    assert await ledger.reserve(campaign, amount=to_micros(Decimal("0.10")), hold_id="b",
+                                now=NOON) == RESERVE_OK
+
+
+async def test_frequency_caps_count_impressions_per_user_and_campaign(store):
+    ledger = Ledger(store)
+    user = user_key(f"user-{uuid.uuid4()}")
+    hourly = make_campaign(campaign_id(), frequency_cap_hour=2)
+    lifetime = make_campaign(campaign_id(), frequency_cap_lifetime=3)
+    uncapped = make_campaign(campaign_id())
+    both = (hourly, lifetime, uncapped)
+
+    assert await ledger.capped(user=user, campaigns=both, now=NOON) == set()
+    for _ in range(2):
+        await ledger.count_impression(user=user, campaign_id=hourly.id, now=NOON)
+        await ledger.count_impression(user=user, campaign_id=lifetime.id, now=NOON)
+    assert await ledger.capped(user=user, campaigns=both, now=NOON) == {hourly.id}
+    next_hour = NOON + 3600
+    assert await ledger.capped(user=user, campaigns=both, now=next_hour) == set()
+    await ledger.count_impression(user=user, campaign_id=lifetime.id, now=next_hour)
+    assert await ledger.capped(user=user, campaigns=both, now=next_hour) == {lifetime.id}
+    assert await ledger.capped(user=user_key("someone else"), campaigns=both,
+                               now=NOON) == set()
+
+
+def _bidder_process(url: str, campaign: dict, max_bid: int, rounds: int, results) -> None:
+    """One bidder process: hold the max bid, then bill it, as fast as it can."""
+
+    async def run() -> int:
+        store = RedisStore(url)
+        ledger = Ledger(store)
+        entry = make_campaign(campaign["campaign_id"], daily_budget=campaign["daily_budget"],
+                              total_budget=campaign["total_budget"])
+        won = 0
+        for number in range(rounds):
+            hold_id = f"{uuid.uuid4().hex}"
+            now = time.time()
+            if await ledger.reserve(entry, amount=max_bid, hold_id=hold_id, now=now) == 0:
+                await ledger.commit(campaign_id=entry.id, time_zone="UTC", hold_id=hold_id,
+                                    minute=int(now // 60), spend=max_bid, now=now)
+                won += 1
+        await store.close()
+        return won
+
+    results.put(asyncio.run(run()))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_four_bidder_processes_racing_never_overspend_a_tiny_budget(redis_url):
+    identifier = campaign_id()
+    total = Decimal("0.0105")  # about ten bids of 0.001
+    max_bid = to_micros(Decimal("0.001"))
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_bidder_process, args=(
+        redis_url, {"campaign_id": identifier, "daily_budget": total, "total_budget": total},
+        max_bid, 200, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    won = [results.get(timeout=5) for _ in processes]
+
+    spent = int(redis.Redis.from_url(redis_url).get(f"budget:{{c{identifier}}}:spent"))
+    assert spent <= to_micros(total)
+    assert sum(won) == spent // max_bid == 10
+    assert all(process.exitcode == 0 for process in processes)
