@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bidding import markup
+from bidding import markup, metrics
+from bidding.budget import RESERVE_DAILY, RESERVE_OK, Ledger, to_micros, user_key
 from bidding.eligibility import refusal
 from bidding.index import CampaignIndex, Candidate
 from bidding.nbr import NoBid
@@ -26,13 +27,15 @@ from bidding.openrtb import Bid, BidResponse, DealView, ImpView, RequestView, Se
 from bidding.openrtb.view import native_request_assets
 from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
 from bidding.signing import signed_query
-from bidding.snapshot import ExchangeEntry, Snapshot
+from bidding.snapshot import CampaignEntry, ExchangeEntry, Snapshot
+from campaign_express.backends.store import StoreUnavailable
 from inference.batcher import Matrix
 from inference.features import ContextFeatures, OfferFeatures, UserFeatures, build_matrix
 from inference.runtime import ModelRuntime
 
 MTYPE = {"banner": 1, "video": 2, "audio": 3, "native": 4}
-NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur")
+NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur", "hold",
+                 "user")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class EngineSettings:
     secret: bytes  # signs notice, click and tracking URLs
     network_allowance_ms: int = 20  # tmax spent on the wire both ways, by our estimate
     min_processing_ms: int = 3  # below this much time left we no-bid with nbr 15
+    store_retry_seconds: float = 1.0  # after a store failure, fail closed this long
 
 
 @dataclass
@@ -61,10 +65,13 @@ class _Offer:
 
 
 class BidEngine:
-    def __init__(self, *, runtime: ModelRuntime, settings: EngineSettings) -> None:
+    def __init__(self, *, runtime: ModelRuntime, settings: EngineSettings,
+                 ledger: Ledger) -> None:
         self.runtime = runtime
         self.settings = settings
+        self.ledger = ledger
         self._index: CampaignIndex | None = None
+        self._store_down_until = 0.0
 
     @property
     def index(self) -> CampaignIndex | None:
@@ -97,30 +104,95 @@ class BidEngine:
         if currency is None:
             return Outcome(reason=NoBid.UNSUPPORTED_CURRENCY)
         outcome = Outcome()
-        offers = self._offers(index, request, exchange, now or time.time(), outcome)
+        now = now or time.time()
+        offers = self._offers(index, request, exchange, now, outcome)
+        user = user_key(request.user_id) if request.has_user_consent else ""
+        try:
+            offers = await self._without_capped(offers, user, now, outcome)
+        except StoreUnavailable:
+            return self._store_failed(outcome)
         if not offers:
             outcome.reason = NoBid.NO_ELIGIBLE_CAMPAIGN
             return outcome
         scores = await self.runtime.score(self._features(request, offers),
                                           routing_key=request.request_id)
         outcome.model_version = scores.version
-        best: dict[str, tuple[Decimal, float, _Offer]] = {}
+        ranked: dict[str, list[tuple[Decimal, float, _Offer]]] = {}
         for offer, (ctr, _) in zip(offers, scores.values.tolist(), strict=True):
             price = self._price(offer, ctr, currency, rates)
             if price is None:
                 outcome.refusals["below_floor"] += 1
                 continue
-            current = best.get(offer.imp.imp_id)
-            if current is None or (price, ctr) > (current[0], current[1]):
-                best[offer.imp.imp_id] = (price, ctr, offer)
-        if not best:
+            ranked.setdefault(offer.imp.imp_id, []).append((price, ctr, offer))
+        if not ranked:
             outcome.reason = NoBid.BELOW_FLOOR
             return outcome
-        bids = [self._bid(request, exchange, offer, price, currency)
-                for price, _, offer in best.values()]
+        bids = []
+        try:
+            for choices in ranked.values():
+                choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
+                for price, _, offer in choices:
+                    bid_id = uuid.uuid4().hex
+                    if await self._hold(offer, price, currency, rates, bid_id, now, outcome):
+                        bids.append(self._bid(request, exchange, offer, price, currency,
+                                              bid_id=bid_id, user=user, now=now))
+                        break
+        except StoreUnavailable:
+            return self._store_failed(outcome)
+        if not bids:
+            outcome.reason = NoBid.BUDGET_EXHAUSTED
+            return outcome
         outcome.response = BidResponse(id=request.request_id, bidid=uuid.uuid4().hex,
                                        cur=currency,
                                        seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
+        return outcome
+
+    async def _without_capped(self, offers: list[_Offer], user: str, now: float,
+                              outcome: Outcome) -> list[_Offer]:
+        """Drops offers of campaigns whose frequency cap this user reached. Without a user
+        we may count (no id, or no consent), capped campaigns cannot know and do not bid."""
+        capped_campaigns = {offer.candidate.campaign.id: offer.candidate.campaign
+                            for offer in offers if _has_caps(offer.candidate.campaign)}
+        if not capped_campaigns:
+            return offers
+        if not user:
+            reached = set(capped_campaigns)
+            outcome.refusals["cap_without_user"] += len(reached)
+        else:
+            self._check_store(now)
+            reached = await self.ledger.capped(user=user, campaigns=capped_campaigns.values(),
+                                               now=now)
+            metrics.FREQUENCY_CAPPED.inc(len(reached))
+            outcome.refusals["frequency_cap"] += len(reached)
+        return [offer for offer in offers if offer.candidate.campaign.id not in reached]
+
+    async def _hold(self, offer: _Offer, price: Decimal, currency: str,
+                    rates: dict[str, Decimal], bid_id: str, now: float,
+                    outcome: Outcome) -> bool:
+        """Holds the bid's cost (one impression at ``price`` CPM) on its campaign's budget."""
+        campaign = offer.candidate.campaign
+        try:
+            cost = convert(price / 1000, source=currency, target=campaign.currency,
+                           usd_rates=rates)
+        except UnknownCurrency:
+            return False
+        self._check_store(now)
+        result = await self.ledger.reserve(campaign, amount=max(1, to_micros(cost)),
+                                           hold_id=bid_id, now=now)
+        if result != RESERVE_OK:
+            outcome.refusals["daily_budget" if result == RESERVE_DAILY else "total_budget"] += 1
+            return False
+        return True
+
+    def _check_store(self, now: float) -> None:
+        """After the store failed, do not wait on it again for a while: fail closed at once."""
+        if now < self._store_down_until:
+            raise StoreUnavailable("store marked down after a recent failure")
+
+    def _store_failed(self, outcome: Outcome) -> Outcome:
+        self._store_down_until = time.time() + self.settings.store_retry_seconds
+        outcome.reason = NoBid.STORE_UNAVAILABLE
+        outcome.response = None
         return outcome
 
     def _offers(self, index: CampaignIndex, request: RequestView, exchange: ExchangeEntry,
@@ -195,12 +267,12 @@ class BidEngine:
         return clear_floor(price, floor, max_cpm)
 
     def _bid(self, request: RequestView, exchange: ExchangeEntry, offer: _Offer,
-             price: Decimal, currency: str) -> Bid:
+             price: Decimal, currency: str, *, bid_id: str, user: str, now: float) -> Bid:
         campaign, creative = offer.candidate.campaign, offer.candidate.creative
-        bid_id = uuid.uuid4().hex
         fields = {"auction": request.request_id, "imp": offer.imp.imp_id, "bid": bid_id,
                   "campaign": str(campaign.id), "creative": str(creative.id),
-                  "exchange": exchange.slug, "cur": currency}
+                  "exchange": exchange.slug, "cur": currency, "hold": str(int(now // 60)),
+                  "user": user}
         secret, base = self.settings.secret, self.settings.public_url.rstrip("/")
 
         def url(kind: str, macros: dict[str, str] | None = None) -> str:
@@ -232,3 +304,9 @@ class BidEngine:
             w=width or None, h=height or None, mtype=MTYPE[offer.media],
             dealid=offer.deal.deal_id if offer.deal is not None else None,
             dur=creative.duration_seconds if timed else None)
+
+
+def _has_caps(campaign: CampaignEntry) -> bool:
+    return any(cap is not None for cap in (campaign.frequency_cap_hour,
+                                            campaign.frequency_cap_day,
+                                            campaign.frequency_cap_lifetime))

@@ -14,6 +14,7 @@ import logging
 
 from bidding import metrics
 from bidding import snapshot as snapshots
+from bidding.budget import Ledger
 from bidding.engine import BidEngine, EngineSettings
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store
@@ -34,8 +35,9 @@ class BidderService:
             provider=provider_from_config(config), name=config.npu_model_name,
             fetch=make_fetch(bus), node=config.node_id, store=store,
             max_items=config.npu_batcher_max_items, flush_us=config.npu_batcher_flush_us)
-        self.engine = BidEngine(runtime=self.runtime, settings=EngineSettings(
-            public_url=config.public_url, secret=config.secret_key.encode()))
+        self.engine = BidEngine(runtime=self.runtime, ledger=Ledger(store),
+                                settings=EngineSettings(public_url=config.public_url,
+                                                        secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None
 
     @property

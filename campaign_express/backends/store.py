@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import redis.asyncio
 import redis.exceptions
-from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 _INTEGER = re.compile(rb"-?[0-9]+")
 

@@ -1,6 +1,8 @@
 """The bidder end to end over its ASGI app: status codes, responses, targeting, blocklists,
 floors, currencies, exchanges' checks and snapshot swaps."""
 
+import asyncio
+import dataclasses
 import gzip
 import json
 import os
@@ -10,6 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from bidding.budget import user_key
+from bidding.engine import NOTICE_FIELDS
 from bidding.openrtb.response import decode_response
 from bidding.signing import verify
 from tests.bidding.bidder_fixtures import (
@@ -57,9 +61,10 @@ async def test_a_banner_request_gets_a_complete_openrtb_bid(service):
     for kind in ("nurl", "burl", "lurl"):
         url = urlsplit(bid[kind])
         assert url.path == f"/v1/notice/{dict(nurl='win', burl='billing', lurl='loss')[kind]}"
-        query = dict(parse_qsl(url.query.replace("${", "").replace("}", "")))
-        assert verify(SECRET, url.path.rsplit("/", 1)[1], query,
-                      ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur"))
+        query = dict(parse_qsl(url.query.replace("${", "").replace("}", ""),
+                               keep_blank_values=True))
+        assert verify(SECRET, url.path.rsplit("/", 1)[1], query, NOTICE_FIELDS)
+        assert query["user"] == user_key("ce-user-123")  # consent given: caps can count
     assert "price=${AUCTION_PRICE}" in bid["burl"]
     assert "loss=${AUCTION_LOSS}" in bid["lurl"]
 
@@ -258,3 +263,74 @@ async def test_every_corpus_request_gets_a_valid_answer_never_a_500(service):
             assert bid.impid in imp_ids and bid.price > 0 and bid.crid and bid.adm, path.name
         answered["bids"] += 1
     assert answered["bids"] >= 30, answered
+
+
+async def test_an_exhausted_budget_is_a_no_bid_with_its_reason(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       daily_budget=Decimal("0.003"),
+                                                       pacing="accelerated"))
+    request = fixture("banner-site-2.6.json")
+
+    answers = [await post(service, request, path="/v1/bid/reasons") for _ in range(6)]
+
+    # Each bid costs at least half the base CPM (1.00) per thousand: at most 3 fit in 0.003.
+    bids = [answer for answer in answers if "seatbid" in answer.json()]
+    assert 1 <= len(bids) <= 3
+    assert answers[-1].json() == {"id": "req-banner-26", "nbr": 10}
+    await service.stop()
+
+
+async def test_a_user_at_a_frequency_cap_gets_no_bid_and_others_still_do(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_hour=1))
+    request = fixture("banner-site-2.6.json")
+    first = (await post(service, request)).json()["seatbid"][0]["bid"][0]
+    await service.engine.ledger.count_impression(user=user_key("ce-user-123"), campaign_id=1)
+
+    capped = await post(service, request)
+    someone_else = await post(service, {**request, "user": {"buyeruid": "another-user",
+                                                            "consent": "CP"}})
+
+    assert first["cid"] == "1"
+    assert capped.status_code == 204
+    assert someone_else.status_code == 200
+    await service.stop()
+
+
+async def test_capped_campaigns_do_not_bid_without_a_user_they_may_count(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_day=5))
+    request = {**fixture("banner-site-2.6.json"), "regs": {"coppa": 1}}
+
+    assert (await post(service, request)).status_code == 204
+    await service.stop()
+
+
+@pytest.mark.redis
+async def test_without_redis_campaigns_fail_closed_and_bidding_resumes_when_it_returns(
+        tmp_path):
+    from bidding.service import BidderService
+    from campaign_express.backends.bus import InProcessBus
+    from campaign_express.backends.store import RedisStore
+    from tests.bidding.bidder_fixtures import config
+    from tests.campaign_express.platform import private_redis
+
+    request = fixture("banner-site-2.6.json")
+    with private_redis(tmp_path) as (port, redis_process):
+        service = BidderService(config=config(tmp_path), bus=InProcessBus(),
+                                store=RedisStore(f"redis://127.0.0.1:{port}/0"))
+        service.engine.settings = dataclasses.replace(service.engine.settings,
+                                                      store_retry_seconds=0.2)
+        await service.start()
+        service.install(snapshot(*broad_campaigns()))
+        assert (await post(service, request)).status_code == 200
+        redis_process.terminate()
+        redis_process.wait(10)
+
+        down = await post(service, request, path="/v1/bid/reasons")
+        assert down.json() == {"id": "req-banner-26", "nbr": 1}
+
+    with private_redis(tmp_path, port):
+        await asyncio.sleep(0.3)
+        assert (await post(service, request)).status_code == 200
+    await service.stop()

@@ -10,8 +10,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from bidding.budget import (RESERVE_DAILY, RESERVE_OK, RESERVE_TOTAL, Ledger, to_micros,
-                            user_key)
+from bidding.budget import RESERVE_DAILY, RESERVE_OK, RESERVE_TOTAL, Ledger, to_micros, user_key
 from bidding.snapshot import CampaignEntry
 from campaign_express.backends.store import MemoryStore, RedisStore
 
@@ -156,7 +155,7 @@ def _bidder_process(url: str, campaign: dict, max_bid: int, rounds: int, results
         entry = make_campaign(campaign["campaign_id"], daily_budget=campaign["daily_budget"],
                               total_budget=campaign["total_budget"])
         won = 0
-        for number in range(rounds):
+        for _ in range(rounds):
             hold_id = f"{uuid.uuid4().hex}"
             now = time.time()
             if await ledger.reserve(entry, amount=max_bid, hold_id=hold_id, now=now) == 0:

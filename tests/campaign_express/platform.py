@@ -88,11 +88,13 @@ def running_platform(data_dir: Path, *, demo: bool = False,
 
 
 @contextmanager
-def private_redis(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+def private_redis(data_dir: Path, port: int | None = None
+                  ) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A throw-away redis-server on a free port (or on ``port``, to bring one back)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed (scripts/services.sh installs it)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "no", "--dir", str(data_dir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
