@@ -162,17 +162,19 @@ def user_key(user_id: str) -> str:
     return hashlib.blake2b(user_id.encode(), digest_size=8).hexdigest() if user_id else ""
 
 
+def spend_keys(campaign_id: int, time_zone: str, now: float) -> list[str]:
+    """The campaign's total, today's and this hour's spend counters (the advertiser's day)."""
+    local = datetime.fromtimestamp(now, _zone(time_zone))
+    tag = f"budget:{{c{campaign_id}}}"
+    return [f"{tag}:spent", f"{tag}:day:{local:%Y%m%d}", f"{tag}:hour:{local:%Y%m%d%H}"]
+
+
 class Ledger:
     def __init__(self, store: Store, *, hold_seconds: int = 120) -> None:
         self.store = store
         self.hold_seconds = hold_seconds
         self._window_minutes = math.ceil(hold_seconds / 60) + 1
 
-    @staticmethod
-    def _campaign_keys(campaign_id: int, time_zone: str, now: float) -> list[str]:
-        local = datetime.fromtimestamp(now, _zone(time_zone))
-        tag = f"budget:{{c{campaign_id}}}"
-        return [f"{tag}:spent", f"{tag}:day:{local:%Y%m%d}", f"{tag}:hour:{local:%Y%m%d%H}"]
 
     @staticmethod
     def _hold_keys(campaign_id: int, hold_id: str, minute: int) -> list[str]:
@@ -184,7 +186,7 @@ class Ledger:
         now = now or time.time()
         minute = int(now // 60)
         tag = f"budget:{{c{campaign.id}}}"
-        keys = [*self._campaign_keys(campaign.id, campaign.time_zone, now),
+        keys = [*spend_keys(campaign.id, campaign.time_zone, now),
                 *self._hold_keys(campaign.id, hold_id, minute),
                 *(f"{tag}:held:{minute - back}" for back in range(1, self._window_minutes))]
         hours_left = 0
@@ -197,7 +199,7 @@ class Ledger:
     async def commit(self, *, campaign_id: int, time_zone: str, hold_id: str, minute: int,
                      spend: int, now: float | None = None) -> int:
         now = now or time.time()
-        keys = [*self._campaign_keys(campaign_id, time_zone, now),
+        keys = [*spend_keys(campaign_id, time_zone, now),
                 *self._hold_keys(campaign_id, hold_id, minute)]
         return await self.store.run(COMMIT, keys, [spend, DAY_TTL, HOUR_TTL])
 

@@ -88,6 +88,7 @@ class CampaignIndex:
         self._pairs = pairs
         self._facets = facets
         self._exchanges = {exchange.slug: exchange for exchange in snapshot.exchanges}
+        self._campaigns = {campaign.id: campaign for campaign in snapshot.campaigns}
         self._default_exchange = next(
             (exchange for exchange in snapshot.exchanges if exchange.is_default), None)
 
@@ -143,6 +144,9 @@ class CampaignIndex:
     def __len__(self) -> int:
         """The number of (campaign, creative) pairs indexed."""
         return len(self._pairs)
+
+    def campaign(self, campaign_id: int) -> CampaignEntry | None:
+        return self._campaigns.get(campaign_id)
 
     def exchange(self, slug: str) -> ExchangeEntry | None:
         return self._exchanges.get(slug)

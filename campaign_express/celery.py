@@ -35,6 +35,13 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": schedule(timedelta(seconds=10)),
         "options": {"expires": 9},
     },
+    # Copies the bidders' spend counters into PostgreSQL (and rebuilds lost ones from it);
+    # a minute keeps the admin's figures and the budget-complete check close to live.
+    "campaigns-spend-reconcile": {
+        "task": "campaigns.tasks.spend_reconcile",
+        "schedule": schedule(timedelta(seconds=60)),
+        "options": {"expires": 55},
+    },
     # Moves model rollouts along (validation, canary, judgement); soak periods are minutes,
     # so ten seconds keeps a decision close to its due time.
     "inference-rollouts": {

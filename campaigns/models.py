@@ -458,3 +458,23 @@ class SnapshotOutbox(models.Model):
         state = f"published {self.published_at:%Y-%m-%d %H:%M:%S}" if self.published_at \
             else "pending"
         return f"snapshot {self.pk} ({state})"
+
+
+class CampaignDailySpend(models.Model):
+    """Spend per campaign and day (the advertiser's day), reconciled from the bidders' counters.
+
+    It is what a lost Redis is rebuilt from, with `Campaign.spent` for the total.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="daily_spend")
+    date = models.DateField()
+    amount = models.DecimalField(**MONEY, default=Decimal(0))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-date"]
+        constraints = [models.UniqueConstraint(fields=["campaign", "date"],
+                                               name="daily_spend_one_row_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} {self.date}: {self.amount}"

@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from campaign_express.backends.bus import BusUnavailable
-from campaigns import services, snapshot
+from campaigns import services, snapshot, spend
 
 logger = logging.getLogger(__name__)
 
@@ -26,3 +26,8 @@ def snapshot_publish() -> int | None:
     except BusUnavailable as error:
         logger.warning("config snapshot not published, the bus is unavailable: %s", error)
         return None
+
+
+@shared_task(name="campaigns.tasks.spend_reconcile", ignore_result=True)
+def spend_reconcile() -> dict[str, int]:
+    return spend.spend_reconcile()

@@ -1,0 +1,137 @@
+"""Win, billing and loss notices, impressions, VAST tracking and clicks.
+
+Every URL we hand out is signed (`bidding.signing`): a forged or altered one is refused and
+counts nothing. Each notice counts once per (auction, imp, bid) — a repeat is answered and
+ignored. The billing notice is where money moves: the bid's hold becomes spend at the clearing
+price (`${AUCTION_PRICE}`, CPM in the bid's currency), and the impression counts toward the
+user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does a
+price an exchange encrypted with a hook this bidder does not implement (counted and logged).
+The loss notice releases the hold and records the loss reason code.
+
+Django-free: the bidder imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from prometheus_client import Counter
+
+from bidding.budget import Ledger, to_micros
+from bidding.engine import NOTICE_FIELDS
+from bidding.index import CampaignIndex
+from bidding.pricing import UnknownCurrency, convert
+from bidding.signing import verify
+from campaign_express.backends.store import Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("win", "billing", "loss", "impression", "tracking", "click")
+ONCE_TTL_SECONDS = 7 * 86_400
+
+NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
+                  "(counted, duplicate, forged, no_price, encrypted, unavailable).",
+                  ["kind", "outcome"])
+LOSSES = Counter("bids_losses_total", "Loss notices by OpenRTB loss reason code.", ["code"])
+
+
+@dataclass(frozen=True)
+class NoticeAnswer:
+    status: int  # 204 counted or ignored, 302 click redirect, 403 forged, 404, 503
+    location: str = ""
+
+
+class NoticeHandler:
+    def __init__(self, *, store: Store, ledger: Ledger, secret: bytes) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.secret = secret
+
+    async def handle(self, kind: str, query: dict[str, str], *, index: CampaignIndex | None,
+                     now: float | None = None) -> NoticeAnswer:
+        if kind not in KINDS:
+            return NoticeAnswer(404)
+        if not verify(self.secret, kind, query, NOTICE_FIELDS):
+            NOTICES.labels(kind, "forged").inc()
+            return NoticeAnswer(403)
+        campaign = index.campaign(int(query["campaign"])) if index is not None else None
+        location = ""
+        if kind == "click":
+            creative = next((creative for creative in (campaign.creatives if campaign else ())
+                             if str(creative.id) == query["creative"]), None)
+            if creative is None or not creative.click_url:
+                return NoticeAnswer(404)
+            location = creative.click_url
+        once = f"notice:{kind}:{query['auction']}:{query['imp']}:{query['bid']}"
+        if kind == "tracking":
+            once += ":" + query.get("event", "")
+        try:
+            if await self.store.incr_within(once, 1, limit=1, ttl_seconds=ONCE_TTL_SECONDS) is None:
+                NOTICES.labels(kind, "duplicate").inc()
+                return NoticeAnswer(302 if location else 204, location)
+            try:
+                outcome = await self._count(kind, query, index, now or time.time())
+            except StoreUnavailable:
+                await self.store.delete(once)  # let a retry count it
+                raise
+        except StoreUnavailable:
+            NOTICES.labels(kind, "unavailable").inc()
+            logger.warning("store unavailable: %s notice for bid %s not counted", kind,
+                           query["bid"])
+            return NoticeAnswer(302 if location else 503, location)
+        NOTICES.labels(kind, outcome).inc()
+        return NoticeAnswer(302 if location else 204, location)
+
+    async def _count(self, kind: str, query: dict[str, str], index: CampaignIndex | None,
+                     now: float) -> str:
+        campaign_id, hold = int(query["campaign"]), int(query["hold"])
+        if kind == "loss":
+            await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
+                                      minute=hold)
+            LOSSES.labels(query.get("loss", "") or "unknown").inc()
+            return "counted"
+        if kind != "billing":
+            return "counted"
+        exchange = index.exchange(query["exchange"]) if index is not None else None
+        if exchange is not None and exchange.price_decryption:
+            logger.error("exchange %s encrypts prices with %r, which this bidder does not "
+                         "decrypt: no spend counted for bid %s", exchange.slug,
+                         exchange.price_decryption, query["bid"])
+            return "encrypted"
+        price = _price(query.get("price", ""))
+        if price is None:
+            # Release the hold all the same: the auction is over.
+            await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
+                                      minute=hold)
+            return "no_price"
+        campaign = index.campaign(campaign_id) if index is not None else None
+        currency = campaign.currency if campaign is not None else query["cur"]
+        time_zone = campaign.time_zone if campaign is not None else "UTC"
+        rates = index.snapshot.usd_rates if index is not None else {}
+        try:
+            spend = convert(price / 1000, source=query["cur"], target=currency, usd_rates=rates)
+        except UnknownCurrency:
+            logger.error("no rate from %s to %s: bid %s billed %s not counted", query["cur"],
+                         currency, query["bid"], price)
+            return "no_price"
+        await self.ledger.commit(campaign_id=campaign_id, time_zone=time_zone,
+                                 hold_id=query["bid"], minute=hold, spend=to_micros(spend),
+                                 now=now)
+        if query.get("user"):
+            await self.ledger.count_impression(user=query["user"], campaign_id=campaign_id,
+                                               now=now)
+        return "counted"
+
+
+def _price(raw: str) -> Decimal | None:
+    """The clearing CPM, or None for an empty, `AUDIT`, unsubstituted or malformed price."""
+    if not raw or raw == "AUDIT" or raw.startswith("${"):
+        return None
+    try:
+        price = Decimal(raw)
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None

@@ -1,0 +1,99 @@
+"""Notices from a real bid: signatures, idempotency, spend, caps, loss and clicks."""
+
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from bidding.budget import user_key
+from bidding.notices import NoticeHandler
+from tests.bidding.bidder_fixtures import (campaign, client, creative, fixture, started_service)
+
+SECRET = b"s" * 40
+
+
+@pytest.fixture
+async def bidder(tmp_path):
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner", click_url="https://brand.example/landing?from=ad"),
+        frequency_cap_day=1, pacing="accelerated"))
+    handler = NoticeHandler(store=service.store, ledger=service.engine.ledger, secret=SECRET)
+    yield service, handler
+    await service.stop()
+
+
+async def bid_urls(service) -> dict[str, str]:
+    async with client(service) as http:
+        response = await http.post("/v1/bid", json=fixture("banner-site-2.6.json"))
+    bid = response.json()["seatbid"][0]["bid"][0]
+    adm = bid["adm"]
+    click = adm[adm.index("http://127.0.0.1:8080/v1/click"):].split('"')[0].replace("&amp;", "&")
+    return {"win": bid["nurl"], "billing": bid["burl"], "loss": bid["lurl"], "click": click}
+
+
+def query(url: str, **macros: str) -> tuple[str, dict[str, str]]:
+    for name, value in macros.items():
+        url = url.replace("${" + name + "}", value)
+    parts = urlsplit(url)
+    return parts.path.rsplit("/", 1)[1], dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+async def notice(service, handler, url: str, **macros: str):
+    kind, fields = query(url, **macros)
+    return await handler.handle(kind, fields, index=service.engine.index)
+
+
+async def test_a_billing_notice_turns_the_hold_into_spend_once_and_counts_the_cap(bidder):
+    service, handler = bidder
+    urls = await bid_urls(service)
+
+    first = await notice(service, handler, urls["billing"], AUCTION_PRICE="1.5")
+    repeat = await notice(service, handler, urls["billing"], AUCTION_PRICE="1.5")
+
+    assert (first.status, repeat.status) == (204, 204)
+    assert await service.engine.ledger.spent(1) == 1500  # 1.5 CPM is 0.0015 per impression
+    assert await service.engine.ledger.capped(
+        user=user_key("ce-user-123"), campaigns=service.engine.index.snapshot.campaigns) == {1}
+
+
+async def test_a_forged_or_altered_notice_is_refused_and_counts_nothing(bidder):
+    service, handler = bidder
+    kind, fields = query((await bid_urls(service))["billing"], AUCTION_PRICE="9")
+
+    altered = await handler.handle(kind, {**fields, "campaign": "2"},
+                                   index=service.engine.index)
+    unsigned = await handler.handle(kind, {**fields, "sig": "0" * 32},
+                                    index=service.engine.index)
+
+    assert (altered.status, unsigned.status) == (403, 403)
+    assert await service.engine.ledger.spent(1) == 0
+
+
+@pytest.mark.parametrize("price", ["", "AUDIT", "${AUCTION_PRICE}", "abc", "-1"])
+async def test_a_billing_notice_without_a_usable_price_counts_no_spend(bidder, price):
+    service, handler = bidder
+    url = (await bid_urls(service))["billing"]
+
+    answer = await notice(service, handler, url.replace("${AUCTION_PRICE}", price))
+
+    assert answer.status == 204
+    assert await service.engine.ledger.spent(1) == 0
+
+
+async def test_a_loss_notice_releases_the_hold(bidder):
+    service, handler = bidder
+    urls = await bid_urls(service)
+    kind, fields = query(urls["loss"], AUCTION_LOSS="102", AUCTION_PRICE="")
+
+    answer = await handler.handle(kind, fields, index=service.engine.index)
+
+    assert answer.status == 204
+    released = await service.engine.ledger.release(campaign_id=1, hold_id=fields["bid"],
+                                                   minute=int(fields["hold"]))
+    assert released == 0  # already released by the notice
+
+
+async def test_a_click_redirects_to_the_landing_page(bidder):
+    service, handler = bidder
+    answer = await notice(service, handler, (await bid_urls(service))["click"])
+
+    assert (answer.status, answer.location) == (302, "https://brand.example/landing?from=ad")

@@ -1,0 +1,85 @@
+"""Spend reconciliation between the bidders' counters and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from bidding.budget import spend_keys
+from campaign_express.platform import store_call
+from campaigns.models import Campaign, CampaignDailySpend
+from campaigns.spend import spend_reconcile
+
+NOW = datetime(2030, 3, 10, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def running(make_campaign):
+    campaign = make_campaign(Campaign.Status.ACTIVE, start_at=NOW - timedelta(days=1),
+                             end_at=NOW + timedelta(days=10))
+    campaign.advertiser.time_zone = "UTC"
+    campaign.advertiser.save()
+    return campaign
+
+
+def counters(campaign: Campaign) -> tuple[str, str]:
+    total, day, _ = spend_keys(campaign.pk, "UTC", NOW.timestamp())
+    return total, day
+
+
+def store_set(key: str, value: int | None) -> None:
+    async def write(store):
+        if value is None:
+            await store.delete(key)
+        else:
+            await store.set(key, str(value).encode())
+
+    store_call(write)
+
+
+def store_get(key: str) -> bytes | None:
+    async def read(store):
+        return await store.get(key)
+
+    return store_call(read)
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def store_backend(request, settings):
+    if request.param == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
+
+
+def test_counters_reach_the_campaign_and_its_day_and_never_go_down(store_backend, running):
+    total_key, day_key = counters(running)
+    store_set(total_key, 12_345_000)
+    store_set(day_key, 2_500_000)
+
+    assert spend_reconcile(now=NOW) == {"updated": 1, "rebuilt": 0}
+    running.refresh_from_db()
+    assert running.spent == Decimal("12.345")
+    assert CampaignDailySpend.objects.get(campaign=running, date=NOW.date()).amount == Decimal(
+        "2.5")
+
+    store_set(total_key, 1_000_000)  # a counter going backwards is not believed
+    spend_reconcile(now=NOW)
+    running.refresh_from_db()
+    assert running.spent == Decimal("12.345")
+    store_set(total_key, None)
+    store_set(day_key, None)
+
+
+def test_lost_counters_are_rebuilt_from_postgresql(store_backend, running):
+    total_key, day_key = counters(running)
+    Campaign.objects.filter(pk=running.pk).update(spent=Decimal("40.5"))
+    CampaignDailySpend.objects.create(campaign=running, date=NOW.date(), amount=Decimal("3.25"))
+    store_set(total_key, None)
+    store_set(day_key, None)
+
+    counts = spend_reconcile(now=NOW)
+
+    assert counts["rebuilt"] == 1
+    assert store_get(total_key) == b"40500000"
+    assert store_get(day_key) == b"3250000"
+    store_set(total_key, None)
+    store_set(day_key, None)
