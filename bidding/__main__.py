@@ -1,8 +1,9 @@
 """Run the bidder as its own process: ``python -m bidding``.
 
 Reads the same environment as every other process (`campaign_express.env`), serves
-`POST /v1/bid[/{exchange}]` and health on the HTTP port and Prometheus metrics on the metrics
-port. No Django is loaded.
+`POST /v1/bid[/{exchange}]` and health on the HTTP port, `campaign.bidding.v1.BiddingService`
+on the gRPC port, bid requests from the bus (`campaign-bids.bid-requests`) and Prometheus
+metrics on the metrics port. No Django is loaded.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
         sys.exit(f"configuration error: {error}")
     logging.config.dictConfig(logging_config(config.log_filter, config.log_format))
     service = BidderService(config=config, bus=bus_from_url(config.nats_url),
-                            store=store_from_url(config.redis_url))
+                            store=store_from_url(config.redis_url), grpc_port=config.grpc_port)
     prometheus_client.start_http_server(config.metrics_port, addr=config.api_host)
     uvicorn.run(BidderApp(service), host=config.api_host, port=config.http_port,
                 lifespan="on", log_config=None, access_log=False)

@@ -1,4 +1,5 @@
-"""The bidder's lean ASGI app: `POST /v1/bid[/{exchange}]`, `/health`, `/live`, `/ready`.
+"""The bidder's lean ASGI app: `POST /v1/bid[/{exchange}]`, notices (`/v1/notice/{kind}`),
+clicks (`/v1/click`), `/health`, `/live`, `/ready`.
 
 No framework and no Django on this path: the request is read, decoded, normalized and bid on
 in a handful of function calls. Errors never become a 500: an unreadable request is a 400
@@ -13,17 +14,16 @@ platform's ASGI router sends `/v1/bid*` here and everything else to Django.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from bidding import metrics
+from bidding.gateway import allows, bearer_token
 from bidding.handler import BidHandler
 from bidding.nbr import NoBid
 from bidding.openrtb.request import MAX_BODY_BYTES
@@ -81,20 +81,9 @@ async def _respond(send: Send, status: int, body: bytes = b"",
 
 
 def caller_allowed(exchange: ExchangeEntry, scope: Scope) -> bool:
-    """The exchange's check: none, a bearer token (compared by its sha256), or an IP list."""
-    if exchange.auth == "token":
-        supplied = _header(scope, b"authorization").removeprefix("Bearer ").strip()
-        digest = hashlib.sha256(supplied.encode()).hexdigest()
-        return bool(supplied) and hmac.compare_digest(digest, exchange.token_sha256)
-    if exchange.auth == "ip":
-        client = (scope.get("client") or ("", 0))[0]
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in ipaddress.ip_network(network, strict=False)
-                   for network in exchange.allowed_networks)
-    return exchange.auth == "none"
+    """The exchange's check (`gateway.allows`) on the request's token and address."""
+    return allows(exchange, token=bearer_token(_header(scope, b"authorization")),
+                  address=(scope.get("client") or ("", 0))[0])
 
 
 class BidderApp:
@@ -114,6 +103,9 @@ class BidderApp:
         path, method = scope["path"], scope["method"]
         if path.startswith("/v1/bid") and method == "POST":
             await self.bid(scope, receive, send)
+        elif (path.startswith("/v1/notice/") or path == "/v1/click") and method in (
+                "GET", "POST"):
+            await self.notice(scope, receive, send)
         elif path in ("/health", "/live") and method in ("GET", "HEAD"):
             await _respond(send, 200, b'{"status":"ok"}', (JSON,))
         elif path == "/ready" and method in ("GET", "HEAD"):
@@ -123,6 +115,23 @@ class BidderApp:
             await _respond(send, 200 if ready else 503, body, (JSON,))
         else:
             await _respond(send, 404)
+
+    async def notice(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET or POST; the fields are in the query string either way (OpenRTB §4.3)."""
+        if scope["method"] == "POST":
+            try:
+                await _read_body(receive, 64 * 1024)
+            except BodyTooLarge:
+                await _respond(send, 400)
+                return
+        path = scope["path"]
+        kind = "click" if path == "/v1/click" else path.removeprefix("/v1/notice/")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                               keep_blank_values=True))
+        answer = await self.service.notices.handle(kind, query,
+                                                   index=self.service.engine.index)
+        headers = ((b"location", answer.location.encode()),) if answer.location else ()
+        await _respond(send, answer.status, b"", headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -163,7 +172,8 @@ class BidderApp:
                 metrics.RESPONSES.labels(label, "invalid").inc()
                 await _respond(send, 400)
                 return
-            answer = await self.handler.handle(body, exchange=exchange, received_at=received_at)
+            answer = await self.service.agents.submit(body, exchange=exchange,
+                                                     received_at=received_at)
             headers = [OPENRTB_VERSION]
             payload = answer.body
             if answer.status == 200:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bidding import metrics
 from bidding.nbr import NoBid
 from bidding.openrtb import InvalidRequest, decode_request, encode_response, normalize
 from bidding.openrtb.request import MAX_BODY_BYTES
 from bidding.openrtb.response import no_bid_body
-from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
+
+if TYPE_CHECKING:  # the service owns a handler: importing it here would be circular
+    from bidding.service import BidderService
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +61,16 @@ class BidHandler:
                                                     received_at=received_at)
         except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an error
             logger.exception("bid on %s failed", request.request_id)
-            return self._no_bid(exchange, request.request_id, NoBid.TECHNICAL_ERROR)
+            return self.no_bid(exchange, request.request_id, NoBid.TECHNICAL_ERROR)
         if outcome.response is None:
-            return self._no_bid(exchange, request.request_id,
-                                outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
+            return self.no_bid(exchange, request.request_id,
+                               outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
         metrics.RESPONSES.labels(exchange.slug, "bid").inc()
         return Answer(200, encode_response(outcome.response))
 
     @staticmethod
-    def _no_bid(exchange: ExchangeEntry, request_id: str, reason: NoBid) -> Answer:
+    def no_bid(exchange: ExchangeEntry, request_id: str, reason: NoBid) -> Answer:
+        """204, or `200 {"id", "nbr"}` for exchanges that asked for reasons; counted."""
         metrics.NO_BIDS.labels(reason.value).inc()
         metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
         if exchange.no_bid_style == "nbr":

@@ -18,3 +18,7 @@ LATENCY_US = Histogram("bids_total_latency_us",
                        buckets=LATENCY_BUCKETS_US)
 SNAPSHOT_VERSION = Gauge("bids_snapshot_version", "Version of the config snapshot served.")
 SNAPSHOT_CAMPAIGNS = Gauge("bids_snapshot_campaigns", "Active campaigns in the served snapshot.")
+AGENT_QUEUE_DEPTH = Gauge("bids_agent_queue_depth",
+                          "Bid requests waiting for a bid agent (bidding/agents.py).")
+SHED = Counter("bids_shed_total", "Bid requests answered with a no-bid at once because the "
+               "agent queue was full.")

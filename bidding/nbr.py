@@ -40,6 +40,7 @@ class NoBid(StrEnum):
 
     INVALID_REQUEST = "invalid_request"  # unreadable body, no id or no imp: 400, nbr 2
     TECHNICAL_ERROR = "technical_error"  # our fault: an exception, no snapshot or model
+    OVERLOADED = "overloaded"  # the agent queue was full: shed at once, nbr 1 (bidding/agents.py)
     STORE_UNAVAILABLE = "store_unavailable"  # Redis down: capped campaigns fail closed
     INSUFFICIENT_TIME = "insufficient_time"  # the tmax guard
     KNOWN_CRAWLER = "known_crawler"
@@ -67,6 +68,7 @@ class NoBid(StrEnum):
 _NBR: dict[NoBid, NoBidReason] = {
     NoBid.INVALID_REQUEST: NoBidReason.INVALID_REQUEST,
     NoBid.TECHNICAL_ERROR: NoBidReason.TECHNICAL_ERROR,
+    NoBid.OVERLOADED: NoBidReason.TECHNICAL_ERROR,
     NoBid.STORE_UNAVAILABLE: NoBidReason.TECHNICAL_ERROR,
     NoBid.INSUFFICIENT_TIME: NoBidReason.INSUFFICIENT_AUCTION_TIME,
     NoBid.KNOWN_CRAWLER: NoBidReason.KNOWN_WEB_CRAWLER,

@@ -3,6 +3,8 @@
 `BidderService.start` loads the latest snapshot and model versions from the bus's key-value
 buckets (falling back to the shipped model when the registry has published none), then
 follows `config.snapshot` and `models.update` so every change reaches the running bidder.
+It owns the agent pool every transport bids through, and starts the transports besides HTTP:
+bid agents on the bus (always) and the gRPC server (when given a port).
 
 Django-free: the bidder process and the embedded platform both run it.
 """
@@ -11,11 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import TYPE_CHECKING
 
 from bidding import metrics
 from bidding import snapshot as snapshots
+from bidding.agents import AgentPool
 from bidding.budget import Ledger
+from bidding.bus_agents import BusAgents
 from bidding.engine import BidEngine, EngineSettings
+from bidding.gateway import Gateway
+from bidding.handler import BidHandler
+from bidding.notices import NoticeHandler
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store
 from campaign_express.env import Config
@@ -23,11 +31,17 @@ from inference.modelfile import DEFAULT_MODEL_PATH, default_model_manifest
 from inference.providers import provider_from_config
 from inference.runtime import ModelRuntime, ModelUpdate, make_fetch
 
+if TYPE_CHECKING:
+    from bidding.grpc_server import GrpcServer
+
 logger = logging.getLogger(__name__)
 
 
 class BidderService:
-    def __init__(self, *, config: Config, bus: Bus, store: Store) -> None:
+    """`grpc_port`: None serves no gRPC (the embedded platform), 0 any free port (tests)."""
+
+    def __init__(self, *, config: Config, bus: Bus, store: Store, grpc_port: int | None = None,
+                 agent_queue_size: int | None = None) -> None:
         self.config = config
         self.bus = bus
         self.store = store
@@ -39,6 +53,16 @@ class BidderService:
                                 settings=EngineSettings(public_url=config.public_url,
                                                         secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None
+        self.notices = NoticeHandler(store=store, ledger=self.engine.ledger,
+                                     secret=config.secret_key.encode())
+        self.handler = BidHandler(self)
+        self.agents = AgentPool(self.handler, agents=config.agents_per_node,
+                                queue_size=agent_queue_size)
+        self.gateway = Gateway(handler=self.handler, agents=self.agents,
+                               is_ready=lambda: self.is_ready)
+        self.bus_agents = BusAgents(bus=bus, gateway=self.gateway)
+        self.grpc_port = grpc_port
+        self.grpc: GrpcServer | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -61,6 +85,13 @@ class BidderService:
         latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
         if latest:
             self.install(latest)
+        await self.agents.start()
+        await self.bus_agents.start()
+        if self.grpc_port is not None:
+            from bidding.grpc_server import GrpcServer  # grpc stays off the embedded path
+
+            self.grpc = GrpcServer(self, host=self.config.api_host, port=self.grpc_port)
+            await self.grpc.start()
 
     def _shipped_model(self) -> ModelUpdate:
         """The model in the package, for a registry that has published nothing yet."""
@@ -86,6 +117,10 @@ class BidderService:
                         len(snapshot.campaigns))
 
     async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
+        await self.bus_agents.stop()
+        await self.agents.stop()
         if self._subscription is not None:
             await self._subscription.unsubscribe()
         await self.runtime.close()

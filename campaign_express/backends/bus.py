@@ -64,10 +64,10 @@ class Message:
     reply: str = ""
     _bus: Bus | None = field(default=None, repr=False, compare=False)
 
-    async def respond(self, data: bytes) -> None:
+    async def respond(self, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
         if not self.reply or self._bus is None:
             raise ValueError(f"message on {self.subject!r} has no reply subject")
-        await self._bus.publish(self.reply, data)
+        await self._bus.publish(self.reply, data, headers=headers)
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -100,6 +100,17 @@ class Bus(Protocol):
         ...
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+    async def request_message(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """`request` with headers both ways: the whole reply, its headers included."""
+        ...
 
     async def kv_put(self, bucket: str, key: str, value: bytes) -> int: ...
 
@@ -285,18 +296,28 @@ class InProcessBus:
         return subscription
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        return (await self.request_message(subject, data, timeout=timeout)).data
+
+    async def request_message(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
         _check_subject(subject)
         self._require_connected()
-        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
         async def take_answer(message: Message) -> None:
             if not answer.done():
-                answer.set_result(message.data)
+                answer.set_result(message)
 
         inbox_subject = f"_INBOX.{uuid.uuid4().hex}"
         inbox = await self.subscribe(inbox_subject, take_answer)
         try:
-            if self._deliver(subject, data, None, reply=inbox_subject) == 0:
+            if self._deliver(subject, data, headers, reply=inbox_subject) == 0:
                 raise BusTimeout(f"no responders on {subject!r}")
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError as error:
@@ -451,17 +472,29 @@ class NatsBus:
         return _NatsSubscription(subscription)
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        return (await self.request_message(subject, data, timeout=timeout)).data
+
+    async def request_message(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
         _check_subject(subject)
         client = self._connected_client()
         try:
-            reply = await client.request(subject, data, timeout=timeout)
+            reply = await client.request(
+                subject, data, timeout=timeout, headers=dict(headers) if headers else None
+            )
         except nats.errors.NoRespondersError as error:
             raise BusTimeout(f"no responders on {subject!r}") from error
         except nats.errors.TimeoutError as error:
             raise BusTimeout(f"no answer on {subject!r} within {timeout} s") from error
         except (nats.errors.Error, OSError) as error:
             raise BusUnavailable(f"nats request: {error!r}") from error
-        return reply.data
+        return Message(subject=reply.subject, data=reply.data, headers=dict(reply.headers or {}))
 
     async def _bucket(self, bucket: str) -> nats.js.kv.KeyValue:
         """The bucket's handle, creating the bucket (history 1) the first time it is used."""

@@ -206,6 +206,19 @@ async def test_request_returns_the_responders_answer(backend: BusUnderTest) -> N
     assert answer == b"bid for req-1"
 
 
+async def test_request_message_carries_headers_both_ways(backend: BusUnderTest) -> None:
+    async def agent(message: Message) -> None:
+        await message.respond(b"answer", headers={"status": message.headers["exchange"]})
+
+    await backend.bus.subscribe(backend.subject("with-headers"), agent, queue="bid-agents")
+
+    reply = await backend.bus.request_message(
+        backend.subject("with-headers"), b"req", headers={"exchange": "204"}, timeout=2
+    )
+
+    assert (reply.data, reply.headers["status"]) == (b"answer", "204")
+
+
 async def test_request_without_responders_raises_bus_timeout(backend: BusUnderTest) -> None:
     with pytest.raises(BusTimeout, match="no responders"):
         await backend.bus.request(backend.subject("nobody"), b"req", timeout=2)

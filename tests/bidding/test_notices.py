@@ -6,7 +6,7 @@ import pytest
 
 from bidding.budget import user_key
 from bidding.notices import NoticeHandler
-from tests.bidding.bidder_fixtures import (campaign, client, creative, fixture, started_service)
+from tests.bidding.bidder_fixtures import campaign, client, creative, fixture, started_service
 
 SECRET = b"s" * 40
 
@@ -97,3 +97,20 @@ async def test_a_click_redirects_to_the_landing_page(bidder):
     answer = await notice(service, handler, (await bid_urls(service))["click"])
 
     assert (answer.status, answer.location) == (302, "https://brand.example/landing?from=ad")
+
+
+async def test_notice_urls_answer_over_http_get_and_post(bidder):
+    service, _ = bidder
+    urls = await bid_urls(service)
+    billing = urls["billing"].replace("${AUCTION_PRICE}", "2").removeprefix(
+        "http://127.0.0.1:8080")
+    async with client(service) as http:
+        counted = await http.get(billing)
+        again = await http.post(billing)
+        forged = await http.get(billing.replace("campaign=1", "campaign=9"))
+        click = await http.get(urls["click"].removeprefix("http://127.0.0.1:8080"))
+
+    assert (counted.status_code, again.status_code, forged.status_code) == (204, 204, 403)
+    assert (click.status_code, click.headers["location"]) == (
+        302, "https://brand.example/landing?from=ad")
+    assert await service.engine.ledger.spent(1) == 2000

@@ -438,7 +438,8 @@ def test_no_bid_body():
 
 def test_no_bid_reasons_map_to_spec_codes():
     assert {reason: int(reason.nbr) for reason in NoBid} == {
-        NoBid.INVALID_REQUEST: 2, NoBid.TECHNICAL_ERROR: 1, NoBid.STORE_UNAVAILABLE: 1,
+        NoBid.INVALID_REQUEST: 2, NoBid.TECHNICAL_ERROR: 1, NoBid.OVERLOADED: 1,
+        NoBid.STORE_UNAVAILABLE: 1,
         NoBid.INSUFFICIENT_TIME: 15, NoBid.KNOWN_CRAWLER: 3, NoBid.SUSPECTED_NON_HUMAN: 4,
         NoBid.DATA_CENTER_IP: 5, NoBid.UNSUPPORTED_DEVICE: 6, NoBid.BLOCKED_PUBLISHER: 7,
         NoBid.UNMATCHED_USER: 8, NoBid.DAILY_USER_CAP: 9, NoBid.BUDGET_EXHAUSTED: 10,

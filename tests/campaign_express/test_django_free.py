@@ -6,7 +6,8 @@ import sys
 from tests.campaign_express.platform import ROOT
 
 DJANGO_FREE = ["campaign_express.env", "campaign_express.backends.store",
-               "campaign_express.backends.bus", "analytics.events", "bidding", "inference"]
+               "campaign_express.backends.bus", "analytics.events", "bidding", "bidding.service",
+               "bidding.app", "bidding.grpc_server", "inference"]
 
 
 def test_bid_path_modules_import_without_django():

@@ -2,8 +2,7 @@ import httpx
 import pytest
 
 from campaign_express.platform import analytics_close
-from tests.campaign_express.platform import (ROOT, private_postgres, private_redis,
-                                              running_platform)
+from tests.campaign_express.platform import ROOT, private_postgres, private_redis, running_platform
 
 pytestmark = pytest.mark.django_db
 

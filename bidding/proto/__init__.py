@@ -1,0 +1,4 @@
+"""Protocol Buffers definitions.
+
+The generated modules beside each `.proto` are not committed: `bidding.grpc_stubs` builds them.
+"""
