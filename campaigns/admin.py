@@ -13,7 +13,8 @@ from django.utils.translation import ngettext
 from campaign_express.errors import DomainError
 from campaigns import selectors, services
 from campaigns.forms import CampaignForm, CreativeForm, CurrencyRateForm, ExchangeForm, NoteForm
-from campaigns.models import Advertiser, AuditEntry, Campaign, Creative, CurrencyRate, Exchange
+from campaigns.models import (Advertiser, AuditEntry, Campaign, CampaignDailySpend, Creative,
+                              CurrencyRate, Exchange)
 
 READ_ONLY_STATUSES = (Campaign.Status.COMPLETED, Campaign.Status.ARCHIVED)
 
@@ -111,6 +112,20 @@ def creative_preview(creative: Creative) -> str:
     return "—"
 
 
+class DailySpendInline(admin.TabularInline):
+    """Spend per day, as reconciled from the bidders' counters every minute."""
+
+    model = CampaignDailySpend
+    extra = 0
+    fields = ["date", "amount", "updated_at"]
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = "daily spend"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 def _transition_action(name: str, description: str, past: str):
     def run(modeladmin, request, queryset: QuerySet[Campaign]):
         done, failures = 0, []
@@ -129,7 +144,7 @@ def _transition_action(name: str, description: str, past: str):
 @admin.register(Campaign)
 class CampaignAdmin(ScopedAdmin):
     form = CampaignForm
-    inlines = [CreativeInline]
+    inlines = [CreativeInline, DailySpendInline]
     list_display = ["name", "advertiser", "status", "start_at", "end_at", "budget", "pacing",
                     "approved_creatives"]
     # Only the advertisers the user can see: a plain related filter would list every one.

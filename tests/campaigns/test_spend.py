@@ -83,3 +83,12 @@ def test_lost_counters_are_rebuilt_from_postgresql(store_backend, running):
     assert store_get(day_key) == b"3250000"
     store_set(total_key, None)
     store_set(day_key, None)
+
+
+def test_the_campaign_admin_page_shows_daily_spend(running, marketer, client):
+    CampaignDailySpend.objects.create(campaign=running, date=NOW.date(), amount=Decimal("3.25"))
+    client.force_login(marketer)
+
+    page = client.get(f"/admin/campaigns/campaign/{running.pk}/change/").content.decode()
+
+    assert "daily spend" in page.lower() and "3.2500" in page
