@@ -13,8 +13,15 @@ from django.utils.translation import ngettext
 from campaign_express.errors import DomainError
 from campaigns import selectors, services
 from campaigns.forms import CampaignForm, CreativeForm, CurrencyRateForm, ExchangeForm, NoteForm
-from campaigns.models import (Advertiser, AuditEntry, Campaign, CampaignDailySpend, Creative,
-                              CurrencyRate, Exchange)
+from campaigns.models import (
+    Advertiser,
+    AuditEntry,
+    Campaign,
+    CampaignDailySpend,
+    Creative,
+    CurrencyRate,
+    Exchange,
+)
 
 READ_ONLY_STATUSES = (Campaign.Status.COMPLETED, Campaign.Status.ARCHIVED)
 

@@ -18,13 +18,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.view_campaign",
         "campaigns.add_creative", "campaigns.change_creative", "campaigns.delete_creative",
         "campaigns.view_creative",
-        "campaigns.view_auditentry",
+        "campaigns.view_auditentry", "campaigns.view_campaigndailyspend",
     ],
     APPROVER: [
         "campaigns.access_all_advertisers", "campaigns.view_advertiser",
         "campaigns.view_campaign", "campaigns.change_campaign", "campaigns.approve_campaign",
         "campaigns.view_creative", "campaigns.change_creative", "campaigns.approve_creative",
-        "campaigns.view_auditentry",
+        "campaigns.view_auditentry", "campaigns.view_campaigndailyspend",
     ],
 }
 
