@@ -13,6 +13,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bidding.openrtb import ImpView, RequestView
+from bidding.profiles import Profile
 from bidding.snapshot import CampaignEntry, CreativeEntry
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -52,8 +53,12 @@ def _category_allowed(categories: tuple[str, ...], allowed: frozenset[str]) -> b
 
 
 def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: RequestView,
-            imp: ImpView, media: str, now: float) -> str | None:
-    """Why this pair may not bid on ``imp`` as ``media``, or None when it may."""
+            imp: ImpView, media: str, now: float, profile: Profile | None = None) -> str | None:
+    """Why this pair may not bid on ``imp`` as ``media``, or None when it may.
+
+    ``profile`` is the user's, read only with consent; segments and loyalty tiers need it or
+    the request's own segments.
+    """
     if not in_schedule(campaign, now):
         return "schedule"
     if campaign.regions and request.region not in campaign.regions:
@@ -69,11 +74,11 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
         return "app_not_allowed"
     if request.bundle and request.bundle in campaign.app_bundles_block:
         return "app_blocked"
-    if campaign.segments and not (request.has_user_consent
-                                  and request.segments.intersection(campaign.segments)):
+    if campaign.segments and not (request.has_user_consent and (
+            request.segments.intersection(campaign.segments)
+            or (profile is not None and set(profile.segments).intersection(campaign.segments)))):
         return "segment"
-    if campaign.loyalty_tiers:
-        # Tier membership comes from the user profile; without one the tier is unknown.
+    if campaign.loyalty_tiers and _loyalty_tier(campaign, profile) not in campaign.loyalty_tiers:
         return "loyalty_tier"
     if _category_blocked(creative.categories, request.blocked_categories):
         return "bcat"
@@ -85,6 +90,13 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
     if imp.is_secure and not creative.is_secure:
         return "secure"
     return _media_refusal(creative, imp=imp, media=media)
+
+
+def _loyalty_tier(campaign: CampaignEntry, profile: Profile | None) -> str:
+    if profile is None or campaign.loyalty_program_id is None:
+        return ""
+    status = profile.loyalty.get(str(campaign.loyalty_program_id))
+    return status.tier if status is not None else ""
 
 
 def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str | None:

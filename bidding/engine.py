@@ -26,6 +26,7 @@ from bidding.nbr import NoBid
 from bidding.openrtb import Bid, BidResponse, DealView, ImpView, RequestView, SeatBid
 from bidding.openrtb.view import native_request_assets
 from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
+from bidding.profiles import Profile, ProfileCache
 from bidding.signing import signed_query
 from bidding.snapshot import CampaignEntry, ExchangeEntry, Snapshot
 from campaign_express.backends.store import StoreUnavailable
@@ -65,11 +66,12 @@ class _Offer:
 
 
 class BidEngine:
-    def __init__(self, *, runtime: ModelRuntime, settings: EngineSettings,
-                 ledger: Ledger) -> None:
+    def __init__(self, *, runtime: ModelRuntime, settings: EngineSettings, ledger: Ledger,
+                 profiles: ProfileCache) -> None:
         self.runtime = runtime
         self.settings = settings
         self.ledger = ledger
+        self.profiles = profiles
         self._index: CampaignIndex | None = None
         self._store_down_until = 0.0
 
@@ -105,7 +107,10 @@ class BidEngine:
             return Outcome(reason=NoBid.UNSUPPORTED_CURRENCY)
         outcome = Outcome()
         now = now or time.time()
-        offers = self._offers(index, request, exchange, now, outcome)
+        profile = None
+        if request.has_user_consent and request.user_id:
+            profile = await self.profiles.get(request.user_id)
+        offers = self._offers(index, request, exchange, now, outcome, profile)
         user = user_key(request.user_id) if request.has_user_consent else ""
         try:
             offers = await self._without_capped(offers, user, now, outcome)
@@ -114,7 +119,7 @@ class BidEngine:
         if not offers:
             outcome.reason = NoBid.NO_ELIGIBLE_CAMPAIGN
             return outcome
-        scores = await self.runtime.score(self._features(request, offers),
+        scores = await self.runtime.score(self._features(request, offers, profile, now),
                                           routing_key=request.request_id)
         outcome.model_version = scores.version
         ranked: dict[str, list[tuple[Decimal, float, _Offer]]] = {}
@@ -196,7 +201,7 @@ class BidEngine:
         return outcome
 
     def _offers(self, index: CampaignIndex, request: RequestView, exchange: ExchangeEntry,
-                now: float, outcome: Outcome) -> list[_Offer]:
+                now: float, outcome: Outcome, profile: Profile | None) -> list[_Offer]:
         offers = []
         for imp in request.imps:
             deal_ids = tuple(deal.deal_id for deal in imp.deals
@@ -212,7 +217,8 @@ class BidEngine:
                             device_type=request.device_type, deal_ids=deal_ids,
                             categories=request.content_categories, open_allowed=open_allowed):
                         reason = refusal(candidate.campaign, candidate.creative,
-                                         request=request, imp=imp, media=media, now=now)
+                                         request=request, imp=imp, media=media, now=now,
+                                         profile=profile)
                         deal = next((deal for deal in imp.deals
                                      if deal.deal_id in candidate.campaign.deal_ids), None)
                         if reason is None and deal is not None and (
@@ -226,11 +232,22 @@ class BidEngine:
                         offers.append(_Offer(imp, media, size, deal, candidate))
         return offers
 
-    def _features(self, request: RequestView, offers: list[_Offer]) -> Matrix:
+    def _features(self, request: RequestView, offers: list[_Offer], profile: Profile | None,
+                  now: float) -> Matrix:
         """One row per offer. The hour of week is UTC: requests rarely carry the user's
-        offset reliably."""
-        user = UserFeatures(segments=request.segments if request.has_user_consent
-                            else frozenset())
+        offset reliably. Without consent the user part is empty (no profile was read)."""
+        user = UserFeatures()
+        if request.has_user_consent:
+            user = UserFeatures(segments=request.segments)
+        if profile is not None:
+            statuses = sorted(profile.loyalty.values(), key=lambda status: status.balance)
+            best = statuses[-1] if statuses else None
+            user = UserFeatures(
+                interests=frozenset(profile.interests),
+                segments=request.segments | frozenset(profile.segments),
+                loyalty_tier=best.tier if best is not None else "none",
+                loyalty_balance=float(best.balance) if best is not None else 0.0,
+                recency_hours=(now - profile.last_seen) / 3600 if profile.last_seen else None)
         moment = datetime.now(UTC)
         first_imp = request.imps[0]
         context = ContextFeatures(

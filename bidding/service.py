@@ -24,6 +24,7 @@ from bidding.engine import BidEngine, EngineSettings
 from bidding.gateway import Gateway
 from bidding.handler import BidHandler
 from bidding.notices import NoticeHandler
+from bidding.profiles import ProfileCache
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store
 from campaign_express.env import Config
@@ -50,6 +51,7 @@ class BidderService:
             fetch=make_fetch(bus), node=config.node_id, store=store,
             max_items=config.npu_batcher_max_items, flush_us=config.npu_batcher_flush_us)
         self.engine = BidEngine(runtime=self.runtime, ledger=Ledger(store),
+                                profiles=ProfileCache(store),
                                 settings=EngineSettings(public_url=config.public_url,
                                                         secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None

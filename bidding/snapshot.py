@@ -74,6 +74,7 @@ class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True):
     categories: tuple[str, ...] = ()
     segments: tuple[str, ...] = ()
     loyalty_tiers: tuple[str, ...] = ()
+    loyalty_program_id: int | None = None  # the advertiser's program the tiers belong to
     deal_ids: tuple[str, ...] = ()
     creatives: tuple[CreativeEntry, ...] = ()
 
