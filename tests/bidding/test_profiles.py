@@ -6,8 +6,13 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from bidding.profiles import (L1_MISSING_TTL_SECONDS, LoyaltyStatus, Profile, ProfileCache,
-                              profile_key, profile_update)
+from bidding.profiles import (
+    L1_MISSING_TTL_SECONDS,
+    LoyaltyStatus,
+    ProfileCache,
+    profile_key,
+    profile_update,
+)
 from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import campaign, client, creative, fixture, started_service
 
