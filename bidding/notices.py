@@ -4,8 +4,8 @@ Every URL we hand out is signed (`bidding.signing`): a forged or altered one is 
 counts nothing. Each notice counts once per (auction, imp, bid) — a repeat is answered and
 ignored. The billing notice is where money moves: the bid's hold becomes spend at the clearing
 price (`${AUCTION_PRICE}`, CPM in the bid's currency), and the impression counts toward the
-user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does a
-price an exchange encrypted with a hook this bidder does not implement (counted and logged).
+user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does an
+encrypted price (`bidding.pricecrypt`) that fails its integrity check.
 The loss notice releases the hold and records the loss reason code.
 
 Django-free: the bidder imports it.
@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from bidding.budget import Ledger, to_micros
 from bidding.engine import NOTICE_FIELDS
 from bidding.index import CampaignIndex
+from bidding.pricecrypt import PriceDecryptionError, decrypt_price
 from bidding.pricing import UnknownCurrency, convert
 from bidding.signing import verify
 from campaign_express.backends.store import Store, StoreUnavailable
@@ -33,7 +34,7 @@ KINDS = ("win", "billing", "loss", "impression", "tracking", "click")
 ONCE_TTL_SECONDS = 7 * 86_400
 
 NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
-                  "(counted, duplicate, forged, no_price, encrypted, unavailable).",
+                  "(counted, duplicate, forged, no_price, unavailable).",
                   ["kind", "outcome"])
 LOSSES = Counter("bids_losses_total", "Loss notices by OpenRTB loss reason code.", ["code"])
 
@@ -96,12 +97,18 @@ class NoticeHandler:
         if kind != "billing":
             return "counted"
         exchange = index.exchange(query["exchange"]) if index is not None else None
-        if exchange is not None and exchange.price_decryption:
-            logger.error("exchange %s encrypts prices with %r, which this bidder does not "
-                         "decrypt: no spend counted for bid %s", exchange.slug,
-                         exchange.price_decryption, query["bid"])
-            return "encrypted"
-        price = _price(query.get("price", ""))
+        raw_price = query.get("price", "")
+        is_token = raw_price not in ("", "AUDIT") and not raw_price.startswith("${")
+        if exchange is not None and exchange.price_decryption and is_token:
+            try:
+                price: Decimal | None = decrypt_price(exchange.price_decryption, raw_price,
+                                                      key_ref=exchange.price_key_ref)
+            except PriceDecryptionError as error:
+                logger.error("exchange %s: price of bid %s not counted: %s", exchange.slug,
+                             query["bid"], error)
+                price = None
+        else:
+            price = _price(raw_price)
         if price is None:
             # Release the hold all the same: the auction is over.
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],

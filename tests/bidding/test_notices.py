@@ -1,12 +1,25 @@
 """Notices from a real bid: signatures, idempotency, spend, caps, loss and clicks."""
 
+import base64
+import hashlib
+import hmac
+import os
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from bidding.budget import user_key
 from bidding.notices import NoticeHandler
-from tests.bidding.bidder_fixtures import campaign, client, creative, fixture, started_service
+from bidding.snapshot import ExchangeEntry
+from tests.bidding.bidder_fixtures import (
+    EXCHANGES,
+    campaign,
+    client,
+    creative,
+    fixture,
+    snapshot,
+    started_service,
+)
 
 SECRET = b"s" * 40
 
@@ -114,3 +127,44 @@ async def test_notice_urls_answer_over_http_get_and_post(bidder):
     assert (click.status_code, click.headers["location"]) == (
         302, "https://brand.example/landing?from=ad")
     assert await service.engine.ledger.spent(1) == 2000
+
+
+def encrypt_doubleclick(micros: int, encryption_key: bytes, integrity_key: bytes) -> str:
+    """The exchange's side of the scheme, to make tokens for the test."""
+    iv = os.urandom(16)
+    price = micros.to_bytes(8, "big")
+    pad = hmac.new(encryption_key, iv, hashlib.sha1).digest()[:8]
+    signature = hmac.new(integrity_key, price + iv, hashlib.sha1).digest()[:4]
+    ciphertext = bytes(a ^ b for a, b in zip(price, pad, strict=True))
+    return base64.urlsafe_b64encode(iv + ciphertext + signature).decode().rstrip("=")
+
+
+async def test_an_encrypted_price_is_decrypted_with_the_exchanges_keys(tmp_path, monkeypatch):
+    encryption, integrity = os.urandom(32), os.urandom(32)
+    monkeypatch.setenv("TEST_ADX_KEYS", ",".join(
+        base64.urlsafe_b64encode(key).decode() for key in (encryption, integrity)))
+    exchanges = (*EXCHANGES, ExchangeEntry(slug="adx", name="AdX", seat="ce-seat",
+                                           price_decryption="doubleclick",
+                                           price_key_ref="TEST_ADX_KEYS"))
+    service = await started_service(tmp_path)
+    service.install(snapshot(campaign(1, creative(11, "banner"), pacing="accelerated"),
+                             version=2, exchanges=exchanges))
+    handler = NoticeHandler(store=service.store, ledger=service.engine.ledger, secret=SECRET)
+    async with client(service) as http:
+        bid = (await http.post("/v1/bid/adx", json=fixture("banner-site-2.6.json"))).json()
+    burl = bid["seatbid"][0]["bid"][0]["burl"]
+
+    forged = await notice(service, handler, burl, AUCTION_PRICE=encrypt_doubleclick(
+        2_500_000, encryption, os.urandom(32)))
+    counted = await notice(service, handler, burl, AUCTION_PRICE=encrypt_doubleclick(
+        2_500_000, encryption, integrity))
+
+    assert (forged.status, counted.status) == (204, 204)
+    # The forged price counted nothing and used the notice up; start again with a new bid.
+    assert await service.engine.ledger.spent(1) == 0
+    async with client(service) as http:
+        bid = (await http.post("/v1/bid/adx", json=fixture("banner-site-2.6.json"))).json()
+    await notice(service, handler, bid["seatbid"][0]["bid"][0]["burl"],
+                 AUCTION_PRICE=encrypt_doubleclick(2_500_000, encryption, integrity))
+    assert await service.engine.ledger.spent(1) == 2500  # 2.50 CPM: 0.0025 an impression
+    await service.stop()
