@@ -1,0 +1,76 @@
+"""Config snapshots reach a running bidder over real NATS, also after NATS restarts."""
+
+import asyncio
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from bidding.service import BidderService
+from bidding.snapshot import BUCKET, KEY, SUBJECT
+from campaign_express.backends.bus import NatsBus
+from campaign_express.backends.store import MemoryStore
+from tests.bidding.bidder_fixtures import broad_campaigns, config, snapshot
+from tests.campaign_express.platform import free_port, wait_for_port
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow]
+
+
+class PrivateNats:
+    """A nats-server with JetStream of the test's own, on a free port; stopped by its pid."""
+
+    def __init__(self, data_dir) -> None:
+        self.binary = shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin")
+        if self.binary is None:
+            pytest.fail("nats-server is not installed (scripts/services.sh installs it)")
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd",
+             str(self.data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, 10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+async def served_version(service: BidderService, version: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while service.state()["snapshot_version"] != version:
+        assert time.monotonic() < deadline, service.state()
+        await asyncio.sleep(0.05)
+
+
+async def test_a_published_snapshot_reaches_a_running_bidder_and_survives_a_nats_restart(
+        tmp_path):
+    nats = PrivateNats(tmp_path / "nats")
+    nats.start()
+    url = f"nats://127.0.0.1:{nats.port}"
+    publisher = NatsBus(url)
+    await publisher.connect()
+    await publisher.kv_put(BUCKET, KEY, snapshot(*broad_campaigns(), version=1))
+    service = BidderService(config=config(tmp_path), bus=NatsBus(url), store=MemoryStore())
+    try:
+        await service.start()
+        assert service.state()["snapshot_version"] == 1  # loaded from the bucket at start
+
+        await publisher.publish(SUBJECT, snapshot(*broad_campaigns(), version=2))
+        await served_version(service, 2)
+
+        nats.stop()
+        await asyncio.sleep(0.5)
+        nats.start()
+        await asyncio.sleep(1.5)  # both clients reconnect by themselves
+        await publisher.publish(SUBJECT, snapshot(*broad_campaigns(), version=3))
+        await served_version(service, 3)
+    finally:
+        await service.stop()
+        await service.bus.close()
+        await publisher.close()
+        nats.stop()
