@@ -273,14 +273,14 @@ class BidEngine:
                             source=campaign.currency, target=currency, usd_rates=rates)
             max_cpm = convert(campaign.max_bid_cpm, source=campaign.currency, target=currency,
                               usd_rates=rates)
-            if offer.deal is not None:
-                floor = convert(offer.deal.floor, source=offer.deal.floor_currency,
-                                target=currency, usd_rates=rates)
-            else:
-                floor = convert(offer.imp.floor, source=offer.imp.floor_currency,
-                                target=currency, usd_rates=rates)
+            floor_amount, floor_currency = _floor(offer)
+            floor = convert(floor_amount, source=floor_currency, target=currency,
+                            usd_rates=rates)
         except UnknownCurrency:
             return None
+        if offer.deal is not None and offer.deal.auction_type == 3:
+            # at=3: the deal's floor is the agreed price, neither more nor less.
+            return floor if floor <= max_cpm else None
         return clear_floor(price, floor, max_cpm)
 
     def _bid(self, request: RequestView, exchange: ExchangeEntry, offer: _Offer,
@@ -327,3 +327,17 @@ def _has_caps(campaign: CampaignEntry) -> bool:
     return any(cap is not None for cap in (campaign.frequency_cap_hour,
                                             campaign.frequency_cap_day,
                                             campaign.frequency_cap_lifetime))
+
+
+def _floor(offer: _Offer) -> tuple[Decimal, str]:
+    """The floor that applies, in its currency: the deal's first, then a video or audio
+    price per second times the creative's duration, then the impression's (OpenRTB
+    implementation notes 7.11.2)."""
+    if offer.deal is not None:
+        return offer.deal.floor, offer.deal.floor_currency
+    imp = offer.imp
+    timed = imp.video if offer.media == "video" else imp.audio if offer.media == "audio" else None
+    duration = offer.candidate.creative.duration_seconds
+    if timed is not None and timed.min_cpm_per_second is not None and duration:
+        return timed.min_cpm_per_second * duration, imp.floor_currency
+    return imp.floor, imp.floor_currency

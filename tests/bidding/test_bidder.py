@@ -334,3 +334,29 @@ async def test_without_redis_campaigns_fail_closed_and_bidding_resumes_when_it_r
         await asyncio.sleep(0.3)
         assert (await post(service, request)).status_code == 200
     await service.stop()
+
+
+async def test_a_video_price_per_second_floor_comes_before_the_imp_floor(tmp_path):
+    """video-app.json: imp floor 12 EUR, but 0.25 EUR a second for a 15 s creative is 3.75."""
+    service = await started_service(tmp_path, campaign(
+        2, creative(21, "video", sizes=()), base_bid_cpm=Decimal(4), max_bid_cpm=Decimal(5)))
+
+    bid = (await post(service, fixture("video-app.json"))).json()["seatbid"][0]["bid"][0]
+
+    assert Decimal(str(bid["price"])) >= Decimal("3.75")
+    await service.stop()
+
+
+async def test_a_deal_with_at_3_is_bid_at_exactly_its_agreed_price(tmp_path):
+    """The campaign would bid at least 5 (half its base CPM); the deal's price is 4.75."""
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), deal_ids=("fixed",), base_bid_cpm=Decimal(10),
+        max_bid_cpm=Decimal(12)))
+    request = fixture("banner-site-2.6.json")
+    request["imp"][0]["pmp"] = {"private_auction": 1, "deals": [
+        {"id": "fixed", "bidfloor": 4.75, "bidfloorcur": "USD", "at": 3}]}
+
+    bid = (await post(service, request)).json()["seatbid"][0]["bid"][0]
+
+    assert (bid["dealid"], Decimal(str(bid["price"]))) == ("fixed", Decimal("4.75"))
+    await service.stop()
