@@ -2,14 +2,15 @@
 rate, over HTTP from 127.0.0.1. Prints what it measures; nothing is estimated.
 
     .venv/bin/python benchmarks/bidder_load.py [--rate 1000] [--seconds 20] [--campaigns 10000]
-        [--generators 1] [--find-max] [--nats-url nats://127.0.0.1:4222]
+        [--generators 1] [--find-max]
         [--redis-url redis://127.0.0.1:6379/13]
 
 1. Generates a snapshot of ``--campaigns`` active campaigns (seeded) with banner, video,
    native and audio creatives, country, device, OS and category targeting, some deals,
    dayparts and frequency caps, budgets that cannot run out during the run, and one default
-   exchange without authentication; writes it to the `config` key-value bucket and publishes
-   it on `config.snapshot`.
+   exchange without authentication; publishes it as the platform does (object store,
+   pointer in the `config` bucket, message on `config.snapshot`) on a nats-server of the
+   run's own with the default 1 MB message limit.
 2. Starts the bidder on free ports (its Redis is the dedicated ``--redis-url`` database,
    flushed first) and waits until it serves the snapshot.
 3. Replays requests open-loop from ``--generators`` separate processes: every send time is
@@ -24,7 +25,7 @@ rate, over HTTP from 127.0.0.1. Prints what it measures; nothing is estimated.
 
 ``--find-max`` steps the offered rate up until p99 exceeds ``--p99-limit-ms`` or a request
 fails, and reports the highest rate that kept p99 under the limit. Everything started is
-stopped by pid; the Redis database is flushed and the key-value entry put back as it was.
+stopped by pid, the private nats-server included; the Redis database is flushed.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ USERS = 50_000  # distinct user ids in requests: repeat visits reach frequency c
 BODIES_PER_GENERATOR = 4_000
 DEFAULT_RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10_000)
 REQUEST_TIMEOUT_S = 2.0
-PRIVATE_NATS_MAX_PAYLOAD = 32 * 1024 * 1024
 
 
 def percentile(ordered: list[float], share: float) -> float:
@@ -515,21 +515,12 @@ def stop_process(process: subprocess.Popen[bytes] | multiprocessing.Process) -> 
 # --- the snapshot in NATS, the Redis database ----------------------------------------------
 
 
-async def nats_max_payload(nats_url: str) -> int:
-    import nats
-
-    client = await nats.connect(nats_url, connect_timeout=3)
-    try:
-        return int(client.max_payload)
-    finally:
-        await client.close()
-
-
 def start_private_nats(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A NATS server of this run's own with JetStream and room for a large snapshot."""
+    """A NATS server of this run's own, with JetStream and the default 1 MB message limit:
+    the benchmark's snapshot must reach the bidder the way the platform publishes it."""
     port = _free_port()
     config = directory / "nats.conf"
-    config.write_text(f"listen: 127.0.0.1:{port}\nmax_payload: {PRIVATE_NATS_MAX_PAYLOAD}\n"
+    config.write_text(f"listen: 127.0.0.1:{port}\n"
                       f'jetstream {{ store_dir: "{directory / "jetstream"}" }}\n')
     with (directory / "nats.log").open("wb") as log:
         process = subprocess.Popen(["nats-server", "-c", str(config)], stdout=log,
@@ -544,34 +535,16 @@ def start_private_nats(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
                        + (directory / "nats.log").read_text()[-2000:])
 
 
-async def publish_snapshot(nats_url: str, data: bytes) -> bytes | None:
-    """Writes the snapshot; returns the entry it replaced (None when there was none)."""
+async def publish_snapshot(nats_url: str, data: bytes) -> None:
+    """Publishes the snapshot as the platform does: object, pointer in the bucket, message."""
     from campaign_express.backends.bus import NatsBus
 
     bus = NatsBus(nats_url, timeout=10.0)
     await bus.connect()
     try:
-        previous = await bus.kv_get(snapshots.BUCKET, snapshots.KEY)
-        await bus.kv_put(snapshots.BUCKET, snapshots.KEY, data)
-        await bus.publish(snapshots.SUBJECT, data)
+        await snapshots.publish(bus, snapshots.decode(data))
     finally:
         await bus.close()
-    return previous
-
-
-async def restore_snapshot_entry(nats_url: str, previous: bytes | None) -> None:
-    """Puts back the entry found before the run, or deletes the one the run wrote."""
-    import nats
-
-    client = await nats.connect(nats_url, connect_timeout=3)
-    try:
-        bucket = await client.jetstream(timeout=10.0).key_value(snapshots.BUCKET)
-        if previous is None:
-            await bucket.purge(snapshots.KEY)
-        else:
-            await bucket.put(snapshots.KEY, previous)
-    finally:
-        await client.close()
 
 
 def flush_redis(redis_url: str) -> int:
@@ -740,8 +713,6 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--rates", default=",".join(str(rate) for rate in DEFAULT_RATES),
                         help="the --find-max steps, comma-separated")
     parser.add_argument("--p99-limit-ms", type=float, default=10.0)
-    parser.add_argument("--nats-url", default=os.environ.get("NATS_URL",
-                                                             "nats://127.0.0.1:4222"))
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13",
                         help="a database of its own: it is flushed before and after")
     parser.add_argument("--profile-after", type=float, default=0.0,
@@ -767,19 +738,11 @@ def main() -> None:
     generators: list[tuple[multiprocessing.Process, Connection]] = []
     bidder: Bidder | None = None
     private_nats: subprocess.Popen[bytes] | None = None
-    nats_url, previous, has_written = arguments.nats_url, None, False
     with tempfile.TemporaryDirectory(prefix="bidder-load-") as data_dir:
         try:
-            max_payload = asyncio.run(nats_max_payload(nats_url))
-            if len(data) > max_payload:
-                print(f"the snapshot is larger than the max_payload of {nats_url} "
-                      f"({max_payload / 1e6:.1f} MB), so the platform could not publish it "
-                      "there either; using a private nats-server with max_payload "
-                      f"{PRIVATE_NATS_MAX_PAYLOAD / 1e6:.0f} MB")
-                private_nats, nats_url = start_private_nats(Path(data_dir))
+            private_nats, nats_url = start_private_nats(Path(data_dir))
             flush_redis(arguments.redis_url)
-            previous = asyncio.run(publish_snapshot(nats_url, data))
-            has_written = True
+            asyncio.run(publish_snapshot(nats_url, data))
             overrides = dict(item.split("=", 1) for item in arguments.bidder_env)
             bidder = start_bidder(nats_url=nats_url, redis_url=arguments.redis_url,
                                   data_dir=Path(data_dir), campaigns=arguments.campaigns,
@@ -833,8 +796,6 @@ def main() -> None:
             flush_redis(arguments.redis_url)
             if private_nats is not None:
                 stop_process(private_nats)
-            elif has_written:
-                asyncio.run(restore_snapshot_entry(nats_url, previous))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class BidderService:
         self._subscription = await self.bus.subscribe(snapshots.SUBJECT, self._on_snapshot)
         latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
         if latest:
-            self.install(latest)
+            await self.receive(latest)
         await self.agents.start()
         await self.bus_agents.start()
         if self.grpc_port is not None:
@@ -104,14 +104,27 @@ class BidderService:
                            if path == str(DEFAULT_MODEL_PATH) else _file_sha256(path))
 
     async def _on_snapshot(self, message: Message) -> None:
-        self.install(message.data)
+        await self.receive(message.data)
+
+    async def receive(self, pointer: bytes) -> None:
+        """Fetch and serve the snapshot a published pointer names."""
+        try:
+            snapshot = await snapshots.fetch(self.bus, pointer)
+        except snapshots.SnapshotError as error:
+            logger.error("refused a config snapshot: %s", error)
+            return
+        self._serve(snapshot)
 
     def install(self, data: bytes) -> None:
+        """Serve a snapshot given whole (gzipped or plain JSON)."""
         try:
             snapshot = snapshots.decode(data)
         except snapshots.SnapshotError as error:
             logger.error("refused a config snapshot: %s", error)
             return
+        self._serve(snapshot)
+
+    def _serve(self, snapshot: snapshots.Snapshot) -> None:
         if self.engine.install(snapshot):
             metrics.SNAPSHOT_VERSION.set(snapshot.version)
             metrics.SNAPSHOT_CAMPAIGNS.set(len(snapshot.campaigns))

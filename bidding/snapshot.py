@@ -4,6 +4,8 @@ The campaigns app compiles active campaigns, their approved creatives, the excha
 currency rates into one immutable, versioned `Snapshot` after every committed change that
 affects bidding, publishes it on NATS and keeps the latest in a key-value bucket. A bidder
 decodes it, builds its index and swaps both in at once, so it never serves half a change.
+The snapshot travels as a gzipped object in the bus's object store; the subject and the
+bucket carry a small `Pointer` to it.
 
 Only plain values cross: ids, vocabularies as the bid path matches them (see
 `campaigns.targeting`), money as Decimal, times as UTC epoch seconds. Adding a field is
@@ -15,21 +17,25 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
+import gzip
 from decimal import Decimal
 
 import msgspec
 
+from campaign_express.backends.bus import Bus
+
 SCHEMA_VERSION = 1
-SUBJECT = "config.snapshot"  # NATS subject a new snapshot is published on
-BUCKET = "config"  # key-value bucket holding the latest snapshot
+SUBJECT = "config.snapshot"  # NATS subject a pointer to a new snapshot is published on
+BUCKET = "config"  # key-value bucket (the latest pointer) and object store (the snapshot)
 KEY = "snapshot"
+OBJECT = "snapshot"
 # Price decryption hooks an exchange may name (`ExchangeEntry.price_decryption`); the bidder
 # implements each one. "doubleclick": Google's encrypted winning price (HMAC-SHA1 pad and
 # integrity signature), which several other exchanges also use.
 PRICE_DECRYPTION_HOOKS = ("doubleclick",)
 
 
-class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True):
+class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: int
     name: str
     format: str  # banner, video, native, audio
@@ -46,7 +52,7 @@ class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True):
     is_secure: bool = True  # every URL it loads is https
 
 
-class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True):
+class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: int
     advertiser_id: int
     name: str
@@ -79,7 +85,7 @@ class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True):
     creatives: tuple[CreativeEntry, ...] = ()
 
 
-class ExchangeEntry(msgspec.Struct, frozen=True, kw_only=True):
+class ExchangeEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     slug: str  # the path segment of /v1/bid/{exchange}
     name: str
     seat: str  # our seat id at this exchange
@@ -93,7 +99,7 @@ class ExchangeEntry(msgspec.Struct, frozen=True, kw_only=True):
     no_bid_style: str = "204"  # 204, or nbr: 200 {"id", "nbr"}
 
 
-class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     schema_version: int = SCHEMA_VERSION
     version: int  # increases with every publish
     created_at: str  # ISO 8601 UTC
@@ -107,20 +113,62 @@ class SnapshotError(ValueError):
     """A snapshot this bidder cannot serve (undecodable or of an unknown schema)."""
 
 
+class Pointer(msgspec.Struct, frozen=True, kw_only=True):
+    """What the subject and the key-value bucket carry: a snapshot of thousands of campaigns
+    is megabytes, over NATS's message size, so the snapshot itself is an object."""
+
+    version: int
+    object: str
+    size: int
+
+
 _encoder = msgspec.json.Encoder(decimal_format="string")
 _decoder = msgspec.json.Decoder(Snapshot)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def encode(snapshot: Snapshot) -> bytes:
-    return _encoder.encode(snapshot)
+    """Gzipped JSON: a snapshot compresses about tenfold (repeated keys and vocabularies)."""
+    return gzip.compress(_encoder.encode(snapshot), compresslevel=6, mtime=0)
 
 
 def decode(data: bytes) -> Snapshot:
+    """A snapshot from gzipped or plain JSON; raises SnapshotError."""
     try:
+        if data[:2] == _GZIP_MAGIC:
+            data = gzip.decompress(data)
         snapshot = _decoder.decode(data)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, OSError, EOFError) as error:
         raise SnapshotError(f"undecodable snapshot: {error}") from error
     if snapshot.schema_version != SCHEMA_VERSION:
         raise SnapshotError(f"snapshot schema {snapshot.schema_version}; this bidder reads "
                             f"schema {SCHEMA_VERSION}")
+    return snapshot
+
+
+async def publish(bus: Bus, snapshot: Snapshot) -> None:
+    """Store the snapshot, then point the bucket at it (a bidder starting now loads it),
+    then tell running bidders."""
+    data = encode(snapshot)
+    await bus.object_put(BUCKET, OBJECT, data)
+    pointer = msgspec.json.encode(Pointer(version=snapshot.version, object=OBJECT,
+                                          size=len(data)))
+    await bus.kv_put(BUCKET, KEY, pointer)
+    await bus.publish(SUBJECT, pointer)
+
+
+async def fetch(bus: Bus, pointer: bytes) -> Snapshot:
+    """The snapshot a pointer names. The object may already hold a newer one (it is replaced
+    in place): that is the one to serve anyway."""
+    try:
+        where = msgspec.json.decode(pointer, type=Pointer)
+    except msgspec.DecodeError as error:
+        raise SnapshotError(f"not a snapshot pointer: {error}") from error
+    data = await bus.object_get(BUCKET, where.object)
+    if data is None:
+        raise SnapshotError(f"snapshot object {where.object!r} is missing")
+    snapshot = decode(data)
+    if snapshot.version < where.version:
+        raise SnapshotError(f"snapshot object holds version {snapshot.version}, older than "
+                            f"the pointer's {where.version}")
     return snapshot

@@ -65,7 +65,9 @@ VARIABLES: tuple[Variable, ...] = (
              "inferentia3, tenstorrent"),
     Variable(f"{PREFIX}NPU__MODEL_PATH", "(the shipped default model)",
              "path of the ONNX offer-scoring model"),
-    Variable(f"{PREFIX}NPU__NUM_THREADS", "4", "onnxruntime intra-op threads"),
+    Variable(f"{PREFIX}NPU__NUM_THREADS", "1",
+             "onnxruntime intra-op threads; the default model's batches are small, so more "
+             "threads cost CPU without lowering latency (BENCHMARKS.md)"),
     Variable(f"{PREFIX}NPU__MODEL_NAME", "offer-scoring",
              "the registry name of the offer-scoring model a bidder serves"),
     Variable(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", "16",

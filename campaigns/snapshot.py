@@ -26,17 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from bidding.snapshot import (
-    BUCKET,
-    KEY,
-    SUBJECT,
-    CampaignEntry,
-    CreativeEntry,
-    ExchangeEntry,
-    Snapshot,
-    encode,
-)
-from campaign_express.backends.bus import Bus
+from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot, publish
 from campaign_express.platform import bus_call
 from campaign_express.tasks import enqueue_on_commit
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
@@ -157,13 +147,8 @@ def snapshot_request() -> SnapshotOutbox:
     return row
 
 
-def _publish_bytes(data: bytes) -> None:
-    async def put_and_publish(bus: Bus) -> None:
-        # The bucket first: a bidder starting between the two steps then loads this version.
-        await bus.kv_put(BUCKET, KEY, data)
-        await bus.publish(SUBJECT, data)
-
-    bus_call(put_and_publish)
+def _publish(snapshot: Snapshot) -> None:
+    bus_call(lambda bus: publish(bus, snapshot))
 
 
 def _publish_round(now: datetime.datetime | None) -> int | None:
@@ -191,14 +176,14 @@ def _publish_round(now: datetime.datetime | None) -> int | None:
             # version, or bidders would ignore it as older.
             version = SnapshotOutbox.objects.create().pk
             ids.append(version)
-        data = encode(snapshot_compile(version=version, now=now))
-        _publish_bytes(data)
+        snapshot = snapshot_compile(version=version, now=now)
+        _publish(snapshot)
         published_at = timezone.now()
         SnapshotOutbox.objects.filter(id__in=ids).update(published_at=published_at)
         SnapshotOutbox.objects.filter(
             published_at__lt=published_at - OUTBOX_RETENTION).delete()
-    logger.info("published config snapshot %d (%d bytes, %d request(s))", version, len(data),
-                len(ids))
+    logger.info("published config snapshot %d (%d campaigns, %d request(s))", version,
+                len(snapshot.campaigns), len(ids))
     return version
 
 

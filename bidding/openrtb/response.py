@@ -76,7 +76,7 @@ class BidResponse(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=Tru
     id: str = ""
     seatbid: list[SeatBid] = msgspec.field(default_factory=list)
     bidid: str | None = None
-    cur: str = "USD"
+    cur: str | None = None  # absent means USD (§4.2); ours always say which
     customdata: str | None = None
     nbr: int | None = None
     ext: dict[str, Any] | None = None

@@ -1,4 +1,5 @@
-"""Config snapshots reach a running bidder over real NATS, also after NATS restarts."""
+"""Config snapshots reach a running bidder over real NATS, also after NATS restarts, and a
+snapshot far larger than a NATS message travels through the object store."""
 
 import asyncio
 import shutil
@@ -8,7 +9,7 @@ import time
 import pytest
 
 from bidding.service import BidderService
-from bidding.snapshot import BUCKET, KEY, SUBJECT
+from bidding.snapshot import decode, publish
 from campaign_express.backends.bus import NatsBus
 from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import broad_campaigns, config, snapshot
@@ -54,21 +55,46 @@ async def test_a_published_snapshot_reaches_a_running_bidder_and_survives_a_nats
     url = f"nats://127.0.0.1:{nats.port}"
     publisher = NatsBus(url)
     await publisher.connect()
-    await publisher.kv_put(BUCKET, KEY, snapshot(*broad_campaigns(), version=1))
+    await publish(publisher, decode(snapshot(*broad_campaigns(), version=1)))
     service = BidderService(config=config(tmp_path), bus=NatsBus(url), store=MemoryStore())
     try:
         await service.start()
         assert service.state()["snapshot_version"] == 1  # loaded from the bucket at start
 
-        await publisher.publish(SUBJECT, snapshot(*broad_campaigns(), version=2))
+        await publish(publisher, decode(snapshot(*broad_campaigns(), version=2)))
         await served_version(service, 2)
 
         nats.stop()
         await asyncio.sleep(0.5)
         nats.start()
         await asyncio.sleep(1.5)  # both clients reconnect by themselves
-        await publisher.publish(SUBJECT, snapshot(*broad_campaigns(), version=3))
+        await publish(publisher, decode(snapshot(*broad_campaigns(), version=3)))
         await served_version(service, 3)
+    finally:
+        await service.stop()
+        await service.bus.close()
+        await publisher.close()
+        nats.stop()
+
+
+async def test_a_snapshot_over_the_nats_message_limit_reaches_the_bidder(tmp_path):
+    """10,000 campaigns: megabytes of JSON against the server's 1 MB message limit."""
+    from tests.bidding.bidder_fixtures import campaign, creative
+
+    nats = PrivateNats(tmp_path / "nats")
+    nats.start()
+    url = f"nats://127.0.0.1:{nats.port}"
+    publisher = NatsBus(url)
+    await publisher.connect()
+    many = tuple(campaign(number, creative(number * 10, "banner"),
+                          countries=("USA", "CAN", "GBR"), segments=(f"segment-{number}",))
+                 for number in range(1, 10_001))
+    service = BidderService(config=config(tmp_path), bus=NatsBus(url), store=MemoryStore())
+    try:
+        await service.start()
+        await publish(publisher, decode(snapshot(*many, version=4)))
+        await served_version(service, 4)
+        assert service.state()["campaigns"] == 10_000
     finally:
         await service.stop()
         await service.bus.close()

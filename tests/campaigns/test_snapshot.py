@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import threading
 from decimal import Decimal
 
@@ -29,8 +30,8 @@ def embedded_bus(settings):
 
 
 def kv_snapshot() -> contract.Snapshot | None:
-    data = bus_call(lambda bus: bus.kv_get(contract.BUCKET, contract.KEY))
-    return None if data is None else contract.decode(data)
+    pointer = bus_call(lambda bus: bus.kv_get(contract.BUCKET, contract.KEY))
+    return None if pointer is None else bus_call(lambda bus: contract.fetch(bus, pointer))
 
 
 def pending_ids() -> list[int]:
@@ -98,7 +99,7 @@ def test_compile_encodes_money_times_targeting_and_creatives(make_campaign, crea
         (insecure.pk, ((300, 250),), "", False),
         (secure.pk, ((300, 250),), "", True),
     ]
-    encoded = contract.encode(snapshot_compile(version=1, now=NOW))
+    encoded = gzip.decompress(contract.encode(snapshot_compile(version=1, now=NOW)))
     assert b'"total_budget":"1234.5600"' in encoded
     assert b'"start_at":1898586000' in encoded
 
@@ -250,7 +251,7 @@ def test_over_nats_a_subscriber_receives_the_snapshot_and_the_bucket_holds_it(
         stop.set()
         listener.join(5)
 
-    message = contract.decode(received[0])
+    message = bus_call(lambda bus: contract.fetch(bus, received[0]))
     assert (message.version, [entry.name for entry in message.campaigns]) == (
         version, ["Over NATS"])
     stored = kv_snapshot()
