@@ -212,10 +212,11 @@ class Ledger:
     # --- frequency caps ---------------------------------------------------------------------
 
     @staticmethod
-    def _cap_keys(user: str, campaign_id: int, now: float) -> list[str]:
-        moment = datetime.fromtimestamp(now, _zone("UTC"))
+    def _cap_keys(user: str, campaign_id: int, now: float,
+                  periods: tuple[str, str] | None = None) -> list[str]:
+        hour, day = periods or _cap_periods(now)
         tag = f"cap:{{u{user}}}:c{campaign_id}"
-        return [f"{tag}:h:{moment:%Y%m%d%H}", f"{tag}:d:{moment:%Y%m%d}", f"{tag}:l"]
+        return [f"{tag}:h:{hour}", f"{tag}:d:{day}", f"{tag}:l"]
 
     async def capped(self, *, user: str, campaigns: Iterable[CampaignEntry],
                      now: float | None = None) -> set[int]:
@@ -224,7 +225,9 @@ class Ledger:
         capped = [campaign for campaign in campaigns if _caps(campaign) != (None, None, None)]
         if not capped:
             return set()
-        keys = [key for campaign in capped for key in self._cap_keys(user, campaign.id, now)]
+        periods = _cap_periods(now)
+        keys = [key for campaign in capped
+                for key in self._cap_keys(user, campaign.id, now, periods)]
         values = await self.store.get_many(keys)
         reached = set()
         for position, campaign in enumerate(capped):
@@ -238,6 +241,12 @@ class Ledger:
                                now: float | None = None) -> None:
         await self.store.run(COUNT_IMPRESSION, self._cap_keys(user, campaign_id,
                                                               now or time.time()), CAP_TTLS)
+
+
+def _cap_periods(now: float) -> tuple[str, str]:
+    """The UTC hour and day the caps count in (caps are the user's, not the advertiser's)."""
+    moment = datetime.fromtimestamp(now, _zone("UTC"))
+    return f"{moment:%Y%m%d%H}", f"{moment:%Y%m%d}"
 
 
 def _caps(campaign: CampaignEntry) -> tuple[int | None, int | None, int | None]:

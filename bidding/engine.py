@@ -46,6 +46,9 @@ class EngineSettings:
     network_allowance_ms: int = 20  # tmax spent on the wire both ways, by our estimate
     min_processing_ms: int = 3  # below this much time left we no-bid with nbr 15
     store_retry_seconds: float = 1.0  # after a store failure, fail closed this long
+    # Candidates scored per impression: the index gives the highest maximum CPM first, so
+    # those left out could pay less than these; scoring each costs CPU at every request.
+    max_offers_per_imp: int = 16
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Outcome:
     reason: NoBid | None = None
     refusals: Counter[str] = field(default_factory=Counter)
     model_version: str = ""
+    scored: int = 0  # candidate offers the model scored
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class BidEngine:
         scores = await self.runtime.score(self._features(request, offers, profile, now),
                                           routing_key=request.request_id)
         outcome.model_version = scores.version
+        outcome.scored = len(offers)
         ranked: dict[str, list[tuple[Decimal, float, _Offer]]] = {}
         for offer, (ctr, _) in zip(offers, scores.values.tolist(), strict=True):
             price = self._price(offer, ctr, currency, rates)
@@ -203,10 +208,12 @@ class BidEngine:
     def _offers(self, index: CampaignIndex, request: RequestView, exchange: ExchangeEntry,
                 now: float, outcome: Outcome, profile: Profile | None) -> list[_Offer]:
         offers = []
+        limit = self.settings.max_offers_per_imp
         for imp in request.imps:
             deal_ids = tuple(deal.deal_id for deal in imp.deals
                              if not deal.allowed_seats or exchange.seat in deal.allowed_seats)
             open_allowed = not (imp.is_private_auction and imp.deals)
+            taken = 0
             for media in imp.media_types:
                 sizes: tuple[tuple[int, int] | None, ...] = (None,)
                 if media == "banner" and imp.banner is not None and imp.banner.sizes:
@@ -230,6 +237,13 @@ class BidEngine:
                             outcome.refusals[reason] += 1
                             continue
                         offers.append(_Offer(imp, media, size, deal, candidate))
+                        taken += 1
+                        if taken >= limit:
+                            break
+                    if taken >= limit:
+                        break
+                if taken >= limit:
+                    break
         return offers
 
     def _features(self, request: RequestView, offers: list[_Offer], profile: Profile | None,

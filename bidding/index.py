@@ -7,7 +7,8 @@ not restrict it. The facets are intersected smallest first, walking only the sma
 testing membership in the others, so a lookup costs about the size of its smallest facet (and
 the number of results), not the number of campaigns.
 
-Pair ids are positions in (campaign id, creative id) order, so results come in that order.
+Pair ids are positions in (highest maximum CPM first, campaign id, creative id) order, so
+results come in that order: the candidates that may pay the most come first.
 
 What `candidates` decides, exactly:
 
@@ -115,7 +116,10 @@ class CampaignIndex:
             for value in values:
                 bucket.setdefault(value, []).extend(pair_ids)
 
-        for campaign in sorted(snapshot.campaigns, key=lambda entry: entry.id):
+        # Highest maximum bid first: lookups return pairs in this order, so a caller that can
+        # only price a few candidates prices the ones that may pay the most.
+        for campaign in sorted(snapshot.campaigns,
+                               key=lambda entry: (-entry.max_bid_cpm, entry.id)):
             pair_ids = []
             for creative in sorted(campaign.creatives, key=lambda entry: entry.id):
                 pair_id = len(pairs)
@@ -158,8 +162,8 @@ class CampaignIndex:
                    device_type: str, deal_ids: tuple[str, ...] = (),
                    categories: tuple[str, ...] = (),
                    open_allowed: bool = True) -> tuple[Candidate, ...]:
-        """The pairs passing the indexed facets (see the module docstring), in (campaign id,
-        creative id) order."""
+        """The pairs passing the indexed facets (see the module docstring), highest maximum
+        CPM first, then by campaign and creative id."""
         facets = self._facets
         required = [
             facets["format"].parts((format,), include_unrestricted=False),

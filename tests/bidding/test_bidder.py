@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import json
 import os
+import time
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -14,6 +15,7 @@ import pytest
 
 from bidding.budget import user_key
 from bidding.engine import NOTICE_FIELDS
+from bidding.openrtb import decode_request, normalize
 from bidding.openrtb.response import decode_response
 from bidding.signing import verify
 from tests.bidding.bidder_fixtures import (
@@ -359,4 +361,19 @@ async def test_a_deal_with_at_3_is_bid_at_exactly_its_agreed_price(tmp_path):
     bid = (await post(service, request)).json()["seatbid"][0]["bid"][0]
 
     assert (bid["dealid"], Decimal(str(bid["price"]))) == ("fixed", Decimal("4.75"))
+    await service.stop()
+
+
+async def test_only_the_candidates_that_may_pay_most_are_scored(tmp_path):
+    campaigns = [campaign(number, creative(number * 10, "banner"),
+                          max_bid_cpm=Decimal(number), base_bid_cpm=Decimal("0.5"))
+                 for number in range(1, 31)]
+    service = await started_service(tmp_path, *campaigns)
+    request = normalize(decode_request(json.dumps(fixture("banner-site-2.6.json")).encode()))
+
+    outcome = await service.engine.bid(request, exchange=service.engine.index.default_exchange(),
+                                       received_at=time.perf_counter())
+
+    assert outcome.scored == 16
+    assert int(outcome.response.seatbid[0].bid[0].cid) >= 15  # one of the 16 highest maxima
     await service.stop()

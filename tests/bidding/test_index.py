@@ -22,12 +22,12 @@ def creative(creative_id: int, format_: str = "banner",
                          sizes=sizes)
 
 
-def campaign(campaign_id: int, creatives: tuple[CreativeEntry, ...], **targeting
-             ) -> CampaignEntry:
+def campaign(campaign_id: int, creatives: tuple[CreativeEntry, ...],
+             max_bid_cpm: Decimal = Decimal("2"), **targeting) -> CampaignEntry:
     return CampaignEntry(id=campaign_id, advertiser_id=1, name=f"campaign {campaign_id}",
                          currency="USD", time_zone="UTC", start_at=0, end_at=2_000_000_000,
                          total_budget=Decimal("100"), daily_budget=Decimal("10"),
-                         base_bid_cpm=Decimal("1"), max_bid_cpm=Decimal("2"),
+                         base_bid_cpm=Decimal("1"), max_bid_cpm=max_bid_cpm,
                          creatives=creatives, **targeting)
 
 
@@ -47,7 +47,7 @@ def brute_force(snap: Snapshot, *, format: str, size, country: str, device_type:
     """The documented rules, one pair at a time."""
     with_parents = set(categories) | {category.split("-")[0] for category in categories}
     found = []
-    for entry in sorted(snap.campaigns, key=lambda c: c.id):
+    for entry in sorted(snap.campaigns, key=lambda c: (-c.max_bid_cpm, c.id)):
         for item in sorted(entry.creatives, key=lambda c: c.id):
             passes = (
                 item.format == format
@@ -78,7 +78,7 @@ def random_snapshot(rng: random.Random, count: int) -> Snapshot:
         campaigns.append(campaign(
             campaign_id, tuple(creatives), countries=_some(rng, COUNTRIES, 0.5),
             device_types=_some(rng, DEVICE_TYPES, 0.4), categories=_some(rng, CATEGORIES, 0.3),
-            deal_ids=_some(rng, DEALS, 0.2)))
+            deal_ids=_some(rng, DEALS, 0.2), max_bid_cpm=Decimal(rng.randint(2, 9))))
     return snapshot(*campaigns)
 
 
