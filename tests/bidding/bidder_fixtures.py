@@ -18,6 +18,7 @@ from campaign_express.backends.bus import InProcessBus
 from campaign_express.backends.store import MemoryStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = b"s" * 40  # the bidder's secret key in these tests: it signs notice URLs
 NOW = time.time()
 
 
@@ -78,7 +79,7 @@ def snapshot(*campaigns: CampaignEntry, version: int = 1,
 
 def config(tmp_path, **overrides) -> env.Config:
     return dataclasses.replace(env.load({"CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path),
-                                         "CAMPAIGN_EXPRESS__SECRET_KEY": "s" * 40}),
+                                         "CAMPAIGN_EXPRESS__SECRET_KEY": SECRET.decode()}),
                                **overrides)
 
 

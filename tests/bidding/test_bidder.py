@@ -19,6 +19,7 @@ from bidding.openrtb import decode_request, normalize
 from bidding.openrtb.response import decode_response
 from bidding.signing import verify
 from tests.bidding.bidder_fixtures import (
+    SECRET,
     broad_campaigns,
     campaign,
     client,
@@ -27,8 +28,6 @@ from tests.bidding.bidder_fixtures import (
     snapshot,
     started_service,
 )
-
-SECRET = b"s" * 40
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from bidding.notices import NoticeHandler
 from bidding.snapshot import ExchangeEntry
 from tests.bidding.bidder_fixtures import (
     EXCHANGES,
+    SECRET,
     campaign,
     client,
     creative,
@@ -20,8 +21,6 @@ from tests.bidding.bidder_fixtures import (
     snapshot,
     started_service,
 )
-
-SECRET = b"s" * 40
 
 
 @pytest.fixture
