@@ -103,8 +103,8 @@ class BidderApp:
         path, method = scope["path"], scope["method"]
         if path.startswith("/v1/bid") and method == "POST":
             await self.bid(scope, receive, send)
-        elif (path.startswith("/v1/notice/") or path == "/v1/click") and method in (
-                "GET", "POST"):
+        elif (path.startswith("/v1/notice/") or path in ("/v1/click", "/v1/conversion")) and (
+                method in ("GET", "POST")):
             await self.notice(scope, receive, send)
         elif path in ("/health", "/live") and method in ("GET", "HEAD"):
             await _respond(send, 200, b'{"status":"ok"}', (JSON,))
@@ -128,8 +128,11 @@ class BidderApp:
         kind = "click" if path == "/v1/click" else path.removeprefix("/v1/notice/")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                keep_blank_values=True))
-        answer = await self.service.notices.handle(kind, query,
-                                                   index=self.service.engine.index)
+        if path == "/v1/conversion":
+            answer = await self.service.notices.conversion(query)
+        else:
+            answer = await self.service.notices.handle(kind, query,
+                                                       index=self.service.engine.index)
         headers = ((b"location", answer.location.encode()),) if answer.location else ()
         await _respond(send, answer.status, b"", headers)
 

@@ -6,17 +6,21 @@ ignored. The billing notice is where money moves: the bid's hold becomes spend a
 price (`${AUCTION_PRICE}`, CPM in the bid's currency), and the impression counts toward the
 user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does an
 encrypted price (`bidding.pricecrypt`) that fails its integrity check.
-The loss notice releases the hold and records the loss reason code.
+The loss notice releases the hold and records the loss reason code. A click redirects to the
+landing page with a `ce_click` token; the advertiser's conversion postback
+(`/v1/conversion?click=TOKEN&value=...`) counts one conversion per click.
 
 Django-free: the bidder imports it.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
 
@@ -25,12 +29,13 @@ from bidding.engine import NOTICE_FIELDS
 from bidding.index import CampaignIndex
 from bidding.pricecrypt import PriceDecryptionError, decrypt_price
 from bidding.pricing import UnknownCurrency, convert
-from bidding.signing import verify
+from bidding.signing import signed_query, verify
 from campaign_express.backends.store import Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("win", "billing", "loss", "impression", "tracking", "click")
+CONVERSION_FIELDS = ("campaign", "creative", "bid")
 ONCE_TTL_SECONDS = 7 * 86_400
 
 NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
@@ -65,7 +70,7 @@ class NoticeHandler:
                              if str(creative.id) == query["creative"]), None)
             if creative is None or not creative.click_url:
                 return NoticeAnswer(404)
-            location = creative.click_url
+            location = _with_click_token(creative.click_url, self.secret, query)
         once = f"notice:{kind}:{query['auction']}:{query['imp']}:{query['bid']}"
         if kind == "tracking":
             once += ":" + query.get("event", "")
@@ -85,6 +90,33 @@ class NoticeHandler:
             return NoticeAnswer(302 if location else 503, location)
         NOTICES.labels(kind, outcome).inc()
         return NoticeAnswer(302 if location else 204, location)
+
+    async def conversion(self, query: dict[str, str]) -> NoticeAnswer:
+        """The advertiser's postback: `click` is the token the click added to the landing
+        URL (`ce_click`); one conversion counts per click, with an optional `value`."""
+        try:
+            token = base64.urlsafe_b64decode(query.get("click", "") + "==").decode()
+        except (ValueError, UnicodeDecodeError):
+            token = ""
+        fields = dict(parse_qsl(token, keep_blank_values=True))
+        if not verify(self.secret, "conversion", fields, CONVERSION_FIELDS):
+            NOTICES.labels("conversion", "forged").inc()
+            return NoticeAnswer(403)
+        value = _price(query.get("value", "")) or Decimal(0)
+        tag = f"conversions:{{c{fields['campaign']}}}"
+        try:
+            once = await self.store.incr_within(f"notice:conversion:{fields['bid']}", 1, limit=1,
+                                                ttl_seconds=ONCE_TTL_SECONDS)
+            if once is None:
+                NOTICES.labels("conversion", "duplicate").inc()
+                return NoticeAnswer(204)
+            await self.store.incr_within(f"{tag}:count", 1, limit=2**62)
+            await self.store.incr_within(f"{tag}:value", to_micros(value), limit=2**62)
+        except StoreUnavailable:
+            NOTICES.labels("conversion", "unavailable").inc()
+            return NoticeAnswer(503)
+        NOTICES.labels("conversion", "counted").inc()
+        return NoticeAnswer(204)
 
     async def _count(self, kind: str, query: dict[str, str], index: CampaignIndex | None,
                      now: float) -> str:
@@ -131,6 +163,14 @@ class NoticeHandler:
             await self.ledger.count_impression(user=query["user"], campaign_id=campaign_id,
                                                now=now)
         return "counted"
+
+
+def _with_click_token(landing: str, secret: bytes, query: dict[str, str]) -> str:
+    """The landing URL with `ce_click`: what the advertiser's conversion postback sends back."""
+    fields = {field: query[field] for field in CONVERSION_FIELDS}
+    token = base64.urlsafe_b64encode(
+        signed_query(secret, "conversion", fields).encode()).decode().rstrip("=")
+    return f"{landing}{'&' if '?' in landing else '?'}ce_click={token}"
 
 
 def _price(raw: str) -> Decimal | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-BIDDER_PREFIXES = ("/v1/bid", "/v1/notice/", "/v1/click")
+BIDDER_PREFIXES = ("/v1/bid", "/v1/notice/", "/v1/click", "/v1/conversion")
 
 
 class PlatformRouter:

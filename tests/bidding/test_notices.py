@@ -108,7 +108,8 @@ async def test_a_click_redirects_to_the_landing_page(bidder):
     service, handler = bidder
     answer = await notice(service, handler, (await bid_urls(service))["click"])
 
-    assert (answer.status, answer.location) == (302, "https://brand.example/landing?from=ad")
+    assert answer.status == 302
+    assert answer.location.startswith("https://brand.example/landing?from=ad&ce_click=")
 
 
 async def test_notice_urls_answer_over_http_get_and_post(bidder):
@@ -123,8 +124,8 @@ async def test_notice_urls_answer_over_http_get_and_post(bidder):
         click = await http.get(urls["click"].removeprefix("http://127.0.0.1:8080"))
 
     assert (counted.status_code, again.status_code, forged.status_code) == (204, 204, 403)
-    assert (click.status_code, click.headers["location"]) == (
-        302, "https://brand.example/landing?from=ad")
+    assert click.status_code == 302
+    assert click.headers["location"].startswith("https://brand.example/landing?from=ad&ce_click=")
     assert await service.engine.ledger.spent(1) == 2000
 
 
@@ -167,3 +168,18 @@ async def test_an_encrypted_price_is_decrypted_with_the_exchanges_keys(tmp_path,
                  AUCTION_PRICE=encrypt_doubleclick(2_500_000, encryption, integrity))
     assert await service.engine.ledger.spent(1) == 2500  # 2.50 CPM: 0.0025 an impression
     await service.stop()
+
+
+async def test_a_conversion_postback_counts_once_per_click_and_refuses_forged_tokens(bidder):
+    service, _ = bidder
+    urls = await bid_urls(service)
+    async with client(service) as http:
+        landing = (await http.get(urls["click"].removeprefix("http://127.0.0.1:8080")))
+        token = dict(parse_qsl(urlsplit(landing.headers["location"]).query))["ce_click"]
+        first = await http.get(f"/v1/conversion?click={token}&value=19.90")
+        again = await http.post(f"/v1/conversion?click={token}&value=19.90")
+        forged = await http.get(f"/v1/conversion?click={token[:-4]}AAAA")
+
+    assert (first.status_code, again.status_code, forged.status_code) == (204, 204, 403)
+    assert await service.store.get("conversions:{c1}:count") == b"1"
+    assert await service.store.get("conversions:{c1}:value") == b"19900000"
