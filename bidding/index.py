@@ -1,11 +1,11 @@
 """The campaign index: which (campaign, creative) pairs a request's impression could be shown.
 
 Built once per snapshot (`CampaignIndex.build`) and swapped in whole, so lookups never see
-half of a snapshot. A lookup intersects inverted indexes (facet value -> frozenset of pair
-ids) instead of scanning campaigns; each facet also keeps an "any" bucket for the pairs that do
-not restrict it. The facets are intersected smallest first, walking only the smallest one and
-testing membership in the others, so a lookup costs about the size of its smallest facet (and
-the number of results), not the number of campaigns.
+half of a snapshot. A lookup intersects inverted indexes (facet value -> the set of pair
+ids, as an integer bitset) instead of scanning campaigns; each facet also keeps an "any" set for
+the pairs that do not restrict it. Unions and intersections are whole-integer operations, and
+the results are produced lazily, best first, so a caller that takes a few candidates pays for a
+few, not for every campaign that matches.
 
 Pair ids are positions in (highest maximum CPM first, campaign id, creative id) order, so
 results come in that order: the candidates that may pay the most come first.
@@ -37,12 +37,10 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot
-
-_EMPTY: frozenset[int] = frozenset()
 
 
 class Candidate(NamedTuple):
@@ -50,24 +48,38 @@ class Candidate(NamedTuple):
     creative: CreativeEntry
 
 
+def _mask(ids: Iterable[int]) -> int:
+    """The bitset of ``ids``, built in one pass over a byte array."""
+    ordered = list(ids)
+    if not ordered:
+        return 0
+    bits = bytearray((max(ordered) >> 3) + 1)
+    for pair_id in ordered:
+        bits[pair_id >> 3] |= 1 << (pair_id & 7)
+    return int.from_bytes(bits, "little")
+
+
 class _Facet:
-    """Value -> pair ids, plus the pairs that do not restrict this facet."""
+    """Value -> the pairs carrying it, plus the pairs that do not restrict this facet.
+
+    Sets of pairs are Python integers used as bitsets (bit i is pair i): union and
+    intersection are single C-level operations over a few kilobytes, whatever the number of
+    pairs in them, and the lowest set bits are the pairs that come first.
+    """
 
     __slots__ = ("by_value", "unrestricted")
 
     def __init__(self, by_value: Mapping[object, Iterable[int]],
                  unrestricted: Iterable[int]) -> None:
-        self.by_value: dict[object, frozenset[int]] = {
-            value: frozenset(ids) for value, ids in by_value.items()}
-        self.unrestricted = frozenset(unrestricted)
+        self.by_value: dict[object, int] = {value: _mask(ids) for value, ids in by_value.items()}
+        self.unrestricted = _mask(unrestricted)
 
-    def parts(self, values: Iterable[object], *, include_unrestricted: bool = True
-              ) -> tuple[frozenset[int], ...]:
-        """The non-empty buckets whose union is the set of pairs passing this facet."""
-        parts = [self.by_value.get(value, _EMPTY) for value in values]
-        if include_unrestricted:
-            parts.append(self.unrestricted)
-        return tuple(part for part in parts if part)
+    def passing(self, values: Iterable[object], *, include_unrestricted: bool = True) -> int:
+        """The pairs passing this facet for a request with these values."""
+        mask = self.unrestricted if include_unrestricted else 0
+        for value in values:
+            mask |= self.by_value.get(value, 0)
+        return mask
 
 
 def _category_values(categories: Iterable[str]) -> list[str]:
@@ -161,32 +173,23 @@ class CampaignIndex:
     def candidates(self, *, format: str, size: tuple[int, int] | None, country: str,
                    device_type: str, deal_ids: tuple[str, ...] = (),
                    categories: tuple[str, ...] = (),
-                   open_allowed: bool = True) -> tuple[Candidate, ...]:
+                   open_allowed: bool = True) -> Iterator[Candidate]:
         """The pairs passing the indexed facets (see the module docstring), highest maximum
         CPM first, then by campaign and creative id."""
         facets = self._facets
-        required = [
-            facets["format"].parts((format,), include_unrestricted=False),
-            facets["country"].parts((country,)),
-            facets["device_type"].parts((device_type,)),
-            facets["category"].parts(_category_values(categories)),
-            facets["deal"].parts(deal_ids, include_unrestricted=open_allowed),
-        ]
-        if size is not None:
-            required.append(facets["size"].parts((size,)))
-        if not all(required):
-            return ()
-        required.sort(key=lambda parts: sum(len(part) for part in parts))
-        smallest, others = required[0], required[1:]
-        # Set intersections iterate the smaller operand, so each step costs at most the
-        # size of what is left, never the size of a large bucket.
-        matches = smallest[0] if len(smallest) == 1 else _EMPTY.union(*smallest)
-        for parts in others:
-            if len(parts) == 1:
-                matches = matches & parts[0]
-            else:
-                matches = _EMPTY.union(*(matches & part for part in parts))
-            if not matches:
-                return ()
+        matches = (facets["format"].passing((format,), include_unrestricted=False)
+                   & facets["country"].passing((country,))
+                   & facets["device_type"].passing((device_type,))
+                   & facets["category"].passing(_category_values(categories))
+                   & facets["deal"].passing(deal_ids, include_unrestricted=open_allowed))
+        if size is not None and matches:
+            matches &= facets["size"].passing((size,))
+        return self._in_order(matches)
+
+    def _in_order(self, matches: int) -> Iterator[Candidate]:
+        """Lazily, lowest pair id first: a caller that stops after a few pays for a few."""
         pairs = self._pairs
-        return tuple(pairs[pair_id] for pair_id in sorted(matches))
+        while matches:
+            lowest = matches & -matches
+            yield pairs[lowest.bit_length() - 1]
+            matches ^= lowest

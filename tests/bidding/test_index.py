@@ -161,6 +161,6 @@ def test_exchanges_version_and_an_empty_snapshot():
     assert index.exchange("magnite") is other
     assert index.exchange("missing") is None
     assert index.default_exchange() is default
-    assert index.candidates(format="banner", size=None, country="USA",
-                            device_type="phone") == ()
+    assert list(index.candidates(format="banner", size=None, country="USA",
+                                 device_type="phone")) == []
     assert CampaignIndex.build(snapshot()).default_exchange() is None
