@@ -458,6 +458,31 @@ class Bidder:
         return values
 
 
+@dataclass
+class Bidders:
+    """Several bidder processes side by side, as several pods behind a load balancer: the
+    generators split across them; CPU and metrics add up, memory is the largest."""
+
+    members: list[Bidder]
+
+    @property
+    def pid(self) -> str:
+        return ",".join(str(member.pid) for member in self.members)
+
+    def cpu_seconds(self) -> float:
+        return sum(member.cpu_seconds() for member in self.members)
+
+    def peak_rss_mib(self) -> float:
+        return max(member.peak_rss_mib() for member in self.members)
+
+    def metrics(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for member in self.members:
+            for name, value in member.metrics().items():
+                total[name] = total.get(name, 0.0) + value
+        return total
+
+
 def start_bidder(*, nats_url: str, redis_url: str, data_dir: Path, campaigns: int,
                  env_overrides: dict[str, str]) -> Bidder:
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
@@ -475,6 +500,7 @@ def start_bidder(*, nats_url: str, redis_url: str, data_dir: Path, campaigns: in
         "NATS_URL": nats_url,
         **env_overrides,
     })
+    data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "bidder.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "bidding"], cwd=ROOT, env=environ,
@@ -606,7 +632,7 @@ def _histogram_delta(before: dict[str, float], after: dict[str, float]) -> dict[
     return {name: value - before.get(name, 0.0) for name, value in after.items()}
 
 
-def run_step(bidder: Bidder, generators: list[tuple[multiprocessing.Process, Connection]], *,
+def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Connection]], *,
              rate: float, seconds: float, warmup: float, redis_url: str) -> StepResult:
     per_generator = rate / len(generators)
     start_at = time.monotonic() + 0.5
@@ -718,6 +744,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--profile-after", type=float, default=0.0,
                         help="print the bidder's pid and wait this many seconds before the "
                         "first step, for attaching a profiler")
+    parser.add_argument("--bidders", type=int, default=1,
+                        help="bidder processes side by side (each gets its own generator)")
     parser.add_argument("--bidder-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the bidder (repeatable)")
     return parser.parse_args()
@@ -736,7 +764,7 @@ def main() -> None:
           f"{len(data) / 1e6:.1f} MB")
     context = multiprocessing.get_context("spawn")
     generators: list[tuple[multiprocessing.Process, Connection]] = []
-    bidder: Bidder | None = None
+    bidder: Bidders | None = None
     private_nats: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="bidder-load-") as data_dir:
         try:
@@ -744,21 +772,25 @@ def main() -> None:
             flush_redis(arguments.redis_url)
             asyncio.run(publish_snapshot(nats_url, data))
             overrides = dict(item.split("=", 1) for item in arguments.bidder_env)
-            bidder = start_bidder(nats_url=nats_url, redis_url=arguments.redis_url,
-                                  data_dir=Path(data_dir), campaigns=arguments.campaigns,
-                                  env_overrides=overrides)
-            print(f"bidder pid {bidder.pid} ready on 127.0.0.1:{bidder.http_port} "
-                  f"(metrics :{bidder.metrics_port}); RSS after load "
-                  f"{bidder.peak_rss_mib():,.0f} MiB")
-            for number in range(arguments.generators):
+            bidder = Bidders([])
+            for number in range(arguments.bidders):
+                bidder.members.append(start_bidder(
+                    nats_url=nats_url, redis_url=arguments.redis_url,
+                    data_dir=Path(data_dir) / f"bidder-{number}",
+                    campaigns=arguments.campaigns, env_overrides=overrides))
+            print(f"bidder pid(s) {bidder.pid} ready on 127.0.0.1 port(s) "
+                  f"{', '.join(str(member.http_port) for member in bidder.members)}; RSS "
+                  f"after load {bidder.peak_rss_mib():,.0f} MiB")
+            for number in range(max(arguments.generators, arguments.bidders)):
                 parent_end, child_end = context.Pipe()
+                target = bidder.members[number % len(bidder.members)]
                 process = context.Process(target=generator_main, args=(
-                    child_end, bidder.http_port, number, arguments.seed, corpus_directory,
+                    child_end, target.http_port, number, arguments.seed, corpus_directory,
                     arguments.connections), daemon=True)
                 process.start()
                 generators.append((process, parent_end))
             corpus_size = [pipe.recv()[1] for _, pipe in generators][0]
-            print(f"{arguments.generators} generator process(es), "
+            print(f"{len(generators)} generator process(es), "
                   f"{BODIES_PER_GENERATOR:,} bodies each, "
                   + (f"{corpus_size} corpus templates" if corpus_directory
                      else "generated requests only (OPENRTB_CORPUS unset)"))
@@ -791,8 +823,8 @@ def main() -> None:
                     pipe.send(("stop",))
             for process, _ in generators:
                 stop_process(process)
-            if bidder is not None:
-                stop_process(bidder.process)
+            for member in bidder.members if bidder is not None else ():
+                stop_process(member.process)
             flush_redis(arguments.redis_url)
             if private_nats is not None:
                 stop_process(private_nats)
