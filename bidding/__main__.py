@@ -32,10 +32,12 @@ def main() -> None:
                             store=store_from_url(config.redis_url), grpc_port=config.grpc_port)
     prometheus_client.start_http_server(config.metrics_port, addr=config.api_host)
     # uvloop and httptools: the C event loop and HTTP parser take a tenth of the bid path's
-    # CPU off the loop (BENCHMARKS.md).
+    # CPU off the loop (BENCHMARKS.md). Exchanges keep pools of keep-alive connections; a
+    # server closing one after uvicorn's default 5 idle seconds races the exchange's next
+    # request on it, which then fails.
     uvicorn.run(BidderApp(service), host=config.api_host, port=config.http_port,
                 lifespan="on", log_config=None, access_log=False, loop="uvloop",
-                http="httptools")
+                http="httptools", timeout_keep_alive=75)
 
 
 if __name__ == "__main__":
