@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
 from campaign_express.errors import DomainError
-from campaigns import selectors, services
+from campaigns import exchanges, selectors, services
 from campaigns.forms import CampaignForm, CreativeForm, CurrencyRateForm, ExchangeForm, NoteForm
 from campaigns.models import (
     Advertiser,
@@ -386,20 +386,20 @@ class ExchangeAdmin(admin.ModelAdmin):
         data = {name: value for name, value in _changed(form).items() if name != "token"}
         token = form.cleaned_data.get("token") or None
         if change:
-            form.instance = services.exchange_update(
+            form.instance = exchanges.exchange_update(
                 exchange=Exchange.objects.get(pk=obj.pk), actor=request.user, data=data,
                 token=token)
         else:
-            form.instance = services.exchange_create(actor=request.user, data=data,
+            form.instance = exchanges.exchange_create(actor=request.user, data=data,
                                                      token=token)
         obj.pk = form.instance.pk
 
     def delete_model(self, request, obj):
-        services.exchange_delete(exchange=obj, actor=request.user)
+        exchanges.exchange_delete(exchange=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for exchange in queryset:
-            services.exchange_delete(exchange=exchange, actor=request.user)
+            exchanges.exchange_delete(exchange=exchange, actor=request.user)
 
 
 @admin.register(CurrencyRate)
@@ -416,17 +416,17 @@ class CurrencyRateAdmin(admin.ModelAdmin):
         return ["currency", "updated_at"] if obj is not None else ["updated_at"]
 
     def save_model(self, request, obj, form, change):
-        rate = services.currency_rate_set(actor=request.user, currency=obj.currency,
+        rate = exchanges.currency_rate_set(actor=request.user, currency=obj.currency,
                                           units_per_usd=obj.units_per_usd)
         form.instance = rate
         obj.pk = rate.pk
 
     def delete_model(self, request, obj):
-        services.currency_rate_delete(rate=obj, actor=request.user)
+        exchanges.currency_rate_delete(rate=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for rate in queryset:
-            services.currency_rate_delete(rate=rate, actor=request.user)
+            exchanges.currency_rate_delete(rate=rate, actor=request.user)
 
 
 @admin.register(AuditEntry)

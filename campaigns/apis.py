@@ -17,7 +17,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from campaign_express.permissions import CanView
-from campaigns import selectors, services
+from campaigns import exchanges, selectors, services
 from campaigns.models import Advertiser, AuditEntry, Campaign, Creative, Exchange
 
 User = get_user_model()
@@ -257,14 +257,14 @@ class ExchangeViewSet(viewsets.ModelViewSet):
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
         token = data.pop("token", None)
-        serializer.instance = services.exchange_create(actor=self.request.user, data=data,
+        serializer.instance = exchanges.exchange_create(actor=self.request.user, data=data,
                                                        token=token)
 
     def perform_update(self, serializer):
         data = dict(serializer.validated_data)
         token = data.pop("token", None)
-        serializer.instance = services.exchange_update(
+        serializer.instance = exchanges.exchange_update(
             exchange=serializer.instance, actor=self.request.user, data=data, token=token)
 
     def perform_destroy(self, instance):
-        services.exchange_delete(exchange=instance, actor=self.request.user)
+        exchanges.exchange_delete(exchange=instance, actor=self.request.user)

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image, ImageDraw
 
-from campaigns import services
+from campaigns import exchanges, services
 from campaigns.models import Advertiser, Campaign, Creative, Exchange
 from campaigns.roles import APPROVER, MARKETER, OPS, roles_sync
 
@@ -182,6 +182,6 @@ def demo_counts() -> dict[str, int]:
 def _demo_exchange(ops: User) -> None:
     """The default exchange: no credentials, so the README's sample request gets a bid."""
     if not Exchange.objects.filter(slug="demo").exists():
-        services.exchange_create(actor=ops, data={
+        exchanges.exchange_create(actor=ops, data={
             "name": "Demo exchange", "slug": "demo", "seat": "campaign-express",
             "is_default": True, "auth": "none", "currency": "USD", "no_bid_style": "204"})

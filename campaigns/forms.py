@@ -6,8 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from campaigns import targeting
+from campaigns.exchanges import token_hash
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange
-from campaigns.services import token_hash
 
 
 class ListField(forms.CharField):

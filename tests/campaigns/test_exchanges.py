@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.test import Client
 
-from campaigns import services
+from campaigns import exchanges
 from campaigns.models import AuditEntry, CurrencyRate, Exchange, SnapshotOutbox
 
 EXCHANGES = "/api/v1/exchanges/"
@@ -52,7 +52,7 @@ def test_ops_create_an_exchange_with_a_token_that_is_never_shown_back(ops_api):
 
 
 def test_an_update_without_a_token_keeps_it_and_a_new_one_replaces_it(ops, ops_api):
-    exchange = services.exchange_create(actor=ops, data=exchange_data(auth="token"),
+    exchange = exchanges.exchange_create(actor=ops, data=exchange_data(auth="token"),
                                         token=TOKEN)
 
     kept = ops_api.patch(f"{EXCHANGES}{exchange.pk}/", {"seat": "seat-43"}, format="json")
@@ -97,14 +97,14 @@ def test_invalid_exchanges_are_refused_with_the_field_named(ops_api, overrides, 
 
 
 def test_networks_are_stored_in_canonical_form(ops):
-    exchange = services.exchange_create(actor=ops, data=exchange_data(
+    exchange = exchanges.exchange_create(actor=ops, data=exchange_data(
         auth="ip", allowed_networks=["192.0.2.0/24", "2001:DB8::/32"]))
 
     assert exchange.allowed_networks == ["192.0.2.0/24", "2001:db8::/32"]
 
 
 def test_only_one_exchange_can_be_the_default(ops, ops_api):
-    services.exchange_create(actor=ops, data=exchange_data(is_default=True))
+    exchanges.exchange_create(actor=ops, data=exchange_data(is_default=True))
 
     response = ops_api.post(EXCHANGES, exchange_data(name="Magnite", slug="magnite",
                                                      is_default=True), format="json")
@@ -164,11 +164,11 @@ def test_ops_set_currency_rates_in_the_admin_and_usd_is_refused(ops):
 
 
 def test_currency_rate_set_updates_audits_and_refuses_a_zero_rate(ops):
-    services.currency_rate_set(actor=ops, currency="GBP", units_per_usd=Decimal("0.8"))
-    services.currency_rate_set(actor=ops, currency="GBP", units_per_usd=Decimal("0.79"))
+    exchanges.currency_rate_set(actor=ops, currency="GBP", units_per_usd=Decimal("0.8"))
+    exchanges.currency_rate_set(actor=ops, currency="GBP", units_per_usd=Decimal("0.79"))
 
     with pytest.raises(ValidationError):
-        services.currency_rate_set(actor=ops, currency="JPY", units_per_usd=Decimal("0"))
+        exchanges.currency_rate_set(actor=ops, currency="JPY", units_per_usd=Decimal("0"))
 
     assert CurrencyRate.objects.get().units_per_usd == Decimal("0.79000000")
     assert [(entry.action, entry.changes) for entry in

@@ -13,7 +13,7 @@ import pytest
 from bidding import snapshot as contract
 from campaign_express.backends.bus import BusUnavailable, Message, NatsBus
 from campaign_express.platform import bus_call
-from campaigns import services, tasks
+from campaigns import exchanges, services, tasks
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
 from campaigns.snapshot import snapshot_compile, snapshot_publish, snapshot_request
 
@@ -272,9 +272,9 @@ def test_every_service_that_changes_bidding_requests_one_publish(
                                              action="submit"),
         lambda: services.advertiser_update(advertiser=advertiser, actor=ops,
                                            data={"time_zone": "Europe/Paris"}),
-        lambda: services.exchange_create(actor=ops, data={"name": "X", "slug": "x",
+        lambda: exchanges.exchange_create(actor=ops, data={"name": "X", "slug": "x",
                                                           "seat": "s"}),
-        lambda: services.currency_rate_set(actor=ops, currency="EUR",
+        lambda: exchanges.currency_rate_set(actor=ops, currency="EUR",
                                            units_per_usd=Decimal("0.9")),
     ]
     for number, step in enumerate(steps, start=1):
