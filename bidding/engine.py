@@ -36,7 +36,7 @@ from inference.runtime import ModelRuntime
 
 MTYPE = {"banner": 1, "video": 2, "audio": 3, "native": 4}
 NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur", "hold",
-                 "user")
+                 "user", "test")
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,9 @@ class BidEngine:
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
                 for price, _, offer in choices:
                     bid_id = uuid.uuid4().hex
-                    if await self._hold(offer, price, currency, rates, bid_id, now, outcome):
+                    # A test auction (`test=1`) is not billable: it holds and spends nothing.
+                    if request.is_test or await self._hold(offer, price, currency, rates,
+                                                           bid_id, now, outcome):
                         bids.append(self._bid(request, exchange, offer, price, currency,
                                               bid_id=bid_id, user=user, now=now))
                         break
@@ -303,7 +305,7 @@ class BidEngine:
         fields = {"auction": request.request_id, "imp": offer.imp.imp_id, "bid": bid_id,
                   "campaign": str(campaign.id), "creative": str(creative.id),
                   "exchange": exchange.slug, "cur": currency, "hold": str(int(now // 60)),
-                  "user": user}
+                  "user": user, "test": "1" if request.is_test else ""}
         secret, base = self.settings.secret, self.settings.public_url.rstrip("/")
 
         def url(kind: str, macros: dict[str, str] | None = None) -> str:

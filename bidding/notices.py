@@ -39,7 +39,7 @@ CONVERSION_FIELDS = ("campaign", "creative", "bid")
 ONCE_TTL_SECONDS = 7 * 86_400
 
 NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
-                  "(counted, duplicate, forged, no_price, unavailable).",
+                  "(counted, duplicate, forged, no_price, test, unavailable).",
                   ["kind", "outcome"])
 LOSSES = Counter("bids_losses_total", "Loss notices by OpenRTB loss reason code.", ["code"])
 
@@ -128,6 +128,8 @@ class NoticeHandler:
             return "counted"
         if kind != "billing":
             return "counted"
+        if query.get("test") == "1":
+            return "test"  # a test auction's billing moves no money and counts no cap
         exchange = index.exchange(query["exchange"]) if index is not None else None
         raw_price = query.get("price", "")
         is_token = raw_price not in ("", "AUDIT") and not raw_price.startswith("${")

@@ -183,3 +183,22 @@ async def test_a_conversion_postback_counts_once_per_click_and_refuses_forged_to
     assert (first.status_code, again.status_code, forged.status_code) == (204, 204, 403)
     assert await service.store.get("conversions:{c1}:count") == b"1"
     assert await service.store.get("conversions:{c1}:value") == b"19900000"
+
+
+async def test_a_test_auction_holds_no_budget_and_its_billing_counts_nothing(bidder):
+    service, handler = bidder
+    async with client(service) as http:
+        response = await http.post("/v1/bid", json={**fixture("banner-site-2.6.json"), "test": 1})
+    burl = response.json()["seatbid"][0]["bid"][0]["burl"]
+    _, fields = query(burl)
+    held = await service.engine.ledger.release(campaign_id=1, hold_id=fields["bid"],
+                                               minute=int(fields["hold"]))
+
+    answer = await notice(service, handler, burl, AUCTION_PRICE="2")
+
+    assert held == 0  # nothing was held for it
+    assert answer.status == 204
+    assert fields["test"] == "1"
+    assert await service.engine.ledger.spent(1) == 0
+    assert await service.engine.ledger.capped(
+        user=user_key("ce-user-123"), campaigns=service.engine.index.snapshot.campaigns) == set()
