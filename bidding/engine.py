@@ -27,7 +27,7 @@ from bidding.openrtb import Bid, BidResponse, DealView, ImpView, RequestView, Se
 from bidding.openrtb.view import native_request_assets
 from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
 from bidding.profiles import Profile, ProfileCache
-from bidding.signing import signed_query
+from bidding.signing import Signer
 from bidding.snapshot import CampaignEntry, ExchangeEntry, Snapshot
 from campaign_express.backends.store import StoreUnavailable
 from inference.batcher import Matrix
@@ -308,11 +308,13 @@ class BidEngine:
                   "user": user, "test": "1" if request.is_test else ""}
         secret, base = self.settings.secret, self.settings.public_url.rstrip("/")
 
+        signer = Signer(secret, fields)
+
         def url(kind: str, macros: dict[str, str] | None = None) -> str:
-            return f"{base}/v1/notice/{kind}?" + signed_query(secret, kind, fields, macros)
+            return f"{base}/v1/notice/{kind}?" + signer.query(kind, macros)
 
         price_macro = {"price": "${AUCTION_PRICE}"}
-        click_url = f"{base}/v1/click?" + signed_query(secret, "click", fields)
+        click_url = f"{base}/v1/click?" + signer.query("click")
         impression_url = url("impression", price_macro)
         width, height = offer.size or (creative.sizes[0] if creative.sizes else (0, 0))
         if offer.media == "banner":

@@ -27,10 +27,24 @@ def signed_query(secret: bytes, purpose: str, fields: Mapping[str, str],
                  macros: Mapping[str, str] | None = None) -> str:
     """``fields`` signed for ``purpose``; ``macros`` appended unsigned and unescaped, so the
     exchange can substitute them (``{"price": "${AUCTION_PRICE}"}``)."""
-    query = urlencode({**fields, SIGNATURE_FIELD: _digest(secret, purpose, fields)})
-    if macros:
-        query += "&" + "&".join(f"{key}={value}" for key, value in macros.items())
-    return query
+    return Signer(secret, fields).query(purpose, macros)
+
+
+class Signer:
+    """The same fields signed for several purposes (a bid's notice, click and tracking URLs):
+    the fields are encoded once, only the signature differs."""
+
+    def __init__(self, secret: bytes, fields: Mapping[str, str]) -> None:
+        self._secret = secret
+        self._fields = fields
+        self._encoded = urlencode(fields)
+
+    def query(self, purpose: str, macros: Mapping[str, str] | None = None) -> str:
+        query = (f"{self._encoded}&{SIGNATURE_FIELD}="
+                 f"{_digest(self._secret, purpose, self._fields)}")
+        if macros:
+            query += "&" + "&".join(f"{key}={value}" for key, value in macros.items())
+        return query
 
 
 def verify(secret: bytes, purpose: str, query: Mapping[str, str],
