@@ -563,7 +563,7 @@ def start_private_nats(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 async def publish_snapshot(nats_url: str, data: bytes) -> None:
     """Publishes the snapshot as the platform does: object, pointer in the bucket, message."""
-    from campaign_express.backends.bus import NatsBus
+    from campaign_express.backends.nats_bus import NatsBus
 
     bus = NatsBus(nats_url, timeout=10.0)
     await bus.connect()

@@ -18,9 +18,9 @@ from campaign_express.backends.bus import (
     BusUnavailable,
     InProcessBus,
     Message,
-    NatsBus,
     bus_from_url,
 )
+from campaign_express.backends.nats_bus import NatsBus
 
 
 @dataclass

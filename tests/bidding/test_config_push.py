@@ -10,7 +10,7 @@ import pytest
 
 from bidding.service import BidderService
 from bidding.snapshot import decode, publish
-from campaign_express.backends.bus import NatsBus
+from campaign_express.backends.nats_bus import NatsBus
 from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import broad_campaigns, config, snapshot
 from tests.campaign_express.platform import free_port, wait_for_port

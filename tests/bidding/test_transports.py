@@ -22,7 +22,8 @@ from bidding.handler import BidHandler
 from bidding.nbr import NoBid
 from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
-from campaign_express.backends.bus import Bus, InProcessBus, NatsBus
+from campaign_express.backends.bus import Bus, InProcessBus
+from campaign_express.backends.nats_bus import NatsBus
 from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import (
     EXCHANGES,

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from bidding import snapshot as contract
-from campaign_express.backends.bus import BusUnavailable, Message, NatsBus
+from campaign_express.backends.bus import BusUnavailable, Message
+from campaign_express.backends.nats_bus import NatsBus
 from campaign_express.platform import bus_call
 from campaigns import exchanges, services, tasks
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from campaign_express import env
-from campaign_express.backends.bus import InProcessBus, NatsBus
+from campaign_express.backends.bus import InProcessBus
+from campaign_express.backends.nats_bus import NatsBus
 from campaign_express.backends.store import MemoryStore, RedisStore
 from inference.features import FEATURE_COUNT
 from inference.modelfile import DEFAULT_MODEL_PATH
