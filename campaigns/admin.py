@@ -46,7 +46,16 @@ def _error_text(error: Exception) -> str:
     return str(error)
 
 
-class ScopedAdmin(admin.ModelAdmin):
+class DeleteThroughServices:
+    """Bulk deletes go one by one through `delete_model`, so each runs its service's rules
+    and audit, as the single delete does (Django's default deletes the queryset at once)."""
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+class ScopedAdmin(DeleteThroughServices, admin.ModelAdmin):
     """Querysets and choices limited to the user's advertisers."""
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
@@ -283,10 +292,6 @@ class CampaignAdmin(ScopedAdmin):
     def delete_model(self, request, obj):
         services.campaign_delete(campaign=obj, actor=request.user)
 
-    def delete_queryset(self, request, queryset):
-        for campaign in queryset:
-            services.campaign_delete(campaign=campaign, actor=request.user)
-
 
 def _status_change(entry: AuditEntry) -> str:
     if entry.from_status or entry.to_status:
@@ -355,13 +360,9 @@ class CreativeAdmin(ScopedAdmin):
     def delete_model(self, request, obj):
         services.creative_delete(creative=obj, actor=request.user)
 
-    def delete_queryset(self, request, queryset):
-        for creative in queryset:
-            services.creative_delete(creative=creative, actor=request.user)
-
 
 @admin.register(Exchange)
-class ExchangeAdmin(admin.ModelAdmin):
+class ExchangeAdmin(DeleteThroughServices, admin.ModelAdmin):
     """Ops manage exchanges here; the token is write-only and shown only as set or not."""
 
     form = ExchangeForm
@@ -397,13 +398,9 @@ class ExchangeAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         exchanges.exchange_delete(exchange=obj, actor=request.user)
 
-    def delete_queryset(self, request, queryset):
-        for exchange in queryset:
-            exchanges.exchange_delete(exchange=exchange, actor=request.user)
-
 
 @admin.register(CurrencyRate)
-class CurrencyRateAdmin(admin.ModelAdmin):
+class CurrencyRateAdmin(DeleteThroughServices, admin.ModelAdmin):
     """The rates bidders convert prices with (units per 1 USD); ops update them."""
 
     form = CurrencyRateForm
@@ -423,10 +420,6 @@ class CurrencyRateAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         exchanges.currency_rate_delete(rate=obj, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for rate in queryset:
-            exchanges.currency_rate_delete(rate=rate, actor=request.user)
 
 
 @admin.register(AuditEntry)

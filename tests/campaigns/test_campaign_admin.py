@@ -408,3 +408,17 @@ def test_a_marketer_adds_an_uploaded_creative_in_the_admin(marketer, make_campai
     assert campaign.status == "in_review"
     assert AuditEntry.objects.get(action="transition").note == (
         "Back to review: added creative 'Leaderboard'")
+
+
+def test_a_bulk_delete_goes_through_the_service_one_campaign_at_a_time(marketer,
+                                                                       make_campaign):
+    draft = make_campaign(Status.DRAFT, start_at=START, end_at=END)
+    active = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+
+    logged_in(marketer).post(CAMPAIGNS, {
+        "action": "delete_selected", "_selected_action": [draft.pk], "post": "yes"})
+
+    assert not Campaign.objects.filter(pk=draft.pk).exists()
+    assert AuditEntry.objects.filter(entity="campaign", entity_id=draft.pk,
+                                     action=AuditEntry.Action.DELETE).count() == 1
+    assert Campaign.objects.filter(pk=active.pk).exists()
