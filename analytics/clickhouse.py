@@ -98,7 +98,20 @@ def _driver_errors() -> Iterator[None]:
         raise AnalyticsQueryError(str(error)) from error
 
 
-class ClickHouseBackend:
+class _Probes:
+    """`ping` and `server_version`, the same SQL whichever engine answers it."""
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        self.query("SELECT 1")
+
+    def server_version(self) -> tuple[int, ...]:
+        return _parse_version(self.query("SELECT version()")[0][0])
+
+
+class ClickHouseBackend(_Probes):
     """A ClickHouse server, URL `clickhouse://user:password@host:9000/database`
     (`clickhouses://` for TLS, default port 9440).
 
@@ -156,11 +169,6 @@ class ClickHouseBackend:
         with self._lock, _driver_errors():
             return int(self._connected().execute(statement, [tuple(row) for row in rows]))
 
-    def ping(self) -> None:
-        self.query("SELECT 1")
-
-    def server_version(self) -> tuple[int, ...]:
-        return _parse_version(self.query("SELECT version()")[0][0])
 
     def close(self) -> None:
         with self._lock:
@@ -216,7 +224,7 @@ def _from_json(type_name: str, value: Any) -> Any:
     return value
 
 
-class ChdbBackend:
+class ChdbBackend(_Probes):
     """ClickHouse embedded in this process (chDB), data kept under `path`.
 
     chDB runs one embedded server per process, bound to one data path: open one
@@ -282,11 +290,6 @@ class ChdbBackend:
         self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}")
         return len(rows)
 
-    def ping(self) -> None:
-        self.query("SELECT 1")
-
-    def server_version(self) -> tuple[int, ...]:
-        return _parse_version(self.query("SELECT version()")[0][0])
 
     def close(self) -> None:
         with self._lock:
