@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "campaign_express",
     "campaigns",
     "inference",
+    "analytics",
 ]
 
 MIDDLEWARE = [
