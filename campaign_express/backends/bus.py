@@ -11,8 +11,9 @@ store for files such as model versions (JetStream's object store).
 Bid requests travel by core request/reply on `campaign-bids.bid-requests` (queue group
 `bid-agents`). This module never creates a stream capturing that subject: a stream would ack
 the request itself and the requester would read the ack as the answer. The only streams it
-creates are key-value buckets (`KV_<bucket>`, subjects `$KV.<bucket>.>`) and object stores
-(`OBJ_<bucket>`, subjects `$O.<bucket>.>`). The server may be
+creates are key-value buckets (`KV_<bucket>`, subjects `$KV.<bucket>.>`), object stores
+(`OBJ_<bucket>`, subjects `$O.<bucket>.>`) and the streams callers name in `stream_ensure`
+(the analytics stream `ANALYTICS` on `analytics.events`). The server may be
 NATS 2.9, so nothing here relies on 2.10 features.
 
 Django-free: the bidder imports it.
@@ -29,6 +30,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
+
+from campaign_express.backends.memory_stream import MemoryStream
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,29 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+
+
+@dataclass
+class StreamMessage:
+    """One message fetched from a stream by a durable consumer; ack it once it is handled.
+
+    A message neither acked nor nak'ed within the consumer's `ack_wait` is delivered again
+    (`deliveries` counts the attempts), so a consumer that dies mid-batch loses nothing.
+    """
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    sequence: int
+    deliveries: int
+    _settle: Callable[[bool], Awaitable[None]] = field(repr=False, compare=False)
+
+    async def ack(self) -> None:
+        await self._settle(True)
+
+    async def nak(self) -> None:
+        """Deliver again as soon as possible (a transient failure, not a bad message)."""
+        await self._settle(False)
 
 
 class Subscription(Protocol):
@@ -110,6 +136,45 @@ class Bus(Protocol):
     async def object_put(self, bucket: str, name: str, data: bytes) -> None: ...
 
     async def object_get(self, bucket: str, name: str) -> bytes | None: ...
+
+    async def stream_ensure(
+        self, name: str, subjects: tuple[str, ...], *, duplicate_window: float = 120.0
+    ) -> None:
+        """Create the stream (file storage) if it does not exist yet; an existing one is kept."""
+        ...
+
+    async def stream_publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Store `data` in the stream capturing `subject`, once the server confirms it.
+
+        Returns False when `msg_id` was already stored within the duplicate window (a retry
+        of a publish whose confirmation was lost). Ordinary subscribers to `subject` receive
+        the message too. `BusUnavailable` when no stream confirms it.
+        """
+        ...
+
+    async def stream_fetch(
+        self,
+        stream: str,
+        consumer: str,
+        *,
+        batch: int,
+        timeout: float,
+        ack_wait: float = 30.0,
+    ) -> list[StreamMessage]:
+        """Up to `batch` messages for the durable `consumer` (created on first use, explicit
+        acks); waits at most `timeout` seconds and returns [] when nothing arrived."""
+        ...
+
+    async def stream_pending(self, stream: str, consumer: str) -> int:
+        """Messages `consumer` has not acked yet: the consumer's lag."""
+        ...
 
 
 def _check_subject(subject: str) -> None:
@@ -219,6 +284,7 @@ class InProcessBus:
         self._buckets: dict[str, dict[str, bytes]] = {}
         self._revisions: dict[str, int] = {}
         self._objects: dict[str, dict[str, bytes]] = {}
+        self._streams: dict[str, MemoryStream] = {}
         self._is_connected = False
 
     def _require_connected(self) -> None:
@@ -338,6 +404,76 @@ class InProcessBus:
         _check_kv(bucket, name)
         self._require_connected()
         return self._objects.get(bucket, {}).get(name)
+
+
+    async def stream_ensure(
+        self, name: str, subjects: tuple[str, ...], *, duplicate_window: float = 120.0
+    ) -> None:
+        _check_kv(name, "stream")
+        for subject in subjects:
+            _check_pattern(subject)
+        self._require_connected()
+        self._streams.setdefault(
+            name, MemoryStream(subjects=subjects, duplicate_window=duplicate_window)
+        )
+
+    async def stream_publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        _check_subject(subject)
+        self._require_connected()
+        for stream in self._streams.values():
+            if any(subject_matches(pattern, subject) for pattern in stream.subjects):
+                is_new = stream.append(subject, data, dict(headers or {}), msg_id)
+                if is_new:
+                    self._deliver(subject, data, headers, reply="")
+                return is_new
+        raise BusUnavailable(f"no stream captures {subject!r}")
+
+    def _stream(self, name: str) -> MemoryStream:
+        self._require_connected()
+        stream = self._streams.get(name)
+        if stream is None:
+            raise BusUnavailable(f"stream {name!r} does not exist")
+        return stream
+
+    async def stream_fetch(
+        self,
+        stream: str,
+        consumer: str,
+        *,
+        batch: int,
+        timeout: float,
+        ack_wait: float = 30.0,
+    ) -> list[StreamMessage]:
+        memory_stream = self._stream(stream)
+        taken = await memory_stream.fetch(consumer, batch=batch, timeout=timeout, ack_wait=ack_wait)
+
+        def settler(sequence: int) -> Callable[[bool], Awaitable[None]]:
+            async def settle(is_done: bool) -> None:
+                memory_stream.settle(consumer, sequence, is_done=is_done)
+
+            return settle
+
+        return [
+            StreamMessage(
+                subject=stored.subject,
+                data=stored.data,
+                headers=stored.headers,
+                sequence=stored.sequence,
+                deliveries=deliveries,
+                _settle=settler(stored.sequence),
+            )
+            for stored, deliveries in taken
+        ]
+
+    async def stream_pending(self, stream: str, consumer: str) -> int:
+        return self._stream(stream).pending(consumer)
 
 
 def bus_from_url(url: str) -> Bus:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import nats.aio.client
 import nats.aio.msg
 import nats.aio.subscription
 import nats.errors
+import nats.js.api
+import nats.js.client
 import nats.js.errors
 import nats.js.kv
 import nats.js.object_store
@@ -23,6 +25,7 @@ from campaign_express.backends.bus import (
     BusUnavailable,
     Handler,
     Message,
+    StreamMessage,
     Subscription,
     _check_kv,
     _check_pattern,
@@ -75,6 +78,9 @@ class NatsBus:
         self._client: nats.aio.client.Client | None = None
         self._buckets: dict[str, nats.js.kv.KeyValue] = {}
         self._object_stores: dict[str, nats.js.object_store.ObjectStore] = {}
+        self._pull_subscriptions: dict[
+            tuple[str, str], nats.js.client.JetStreamContext.PullSubscription
+        ] = {}
 
     async def _log_error(self, error: Exception) -> None:
         logger.warning("nats: %r", error)
@@ -110,6 +116,8 @@ class NatsBus:
     async def close(self) -> None:
         client, self._client = self._client, None
         self._buckets.clear()
+        self._object_stores.clear()
+        self._pull_subscriptions.clear()
         if client is None:
             return
         if client.is_connected:
@@ -247,3 +255,112 @@ class NatsBus:
             except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
                 return None
         return bytes(result.data or b"")
+
+    def _jetstream(self) -> nats.js.client.JetStreamContext:
+        return self._connected_client().jetstream(timeout=self._timeout)
+
+    async def stream_ensure(
+        self, name: str, subjects: tuple[str, ...], *, duplicate_window: float = 120.0
+    ) -> None:
+        _check_kv(name, "stream")
+        for subject in subjects:
+            _check_pattern(subject)
+        jetstream = self._jetstream()
+        with _unavailable_on_error("stream_ensure"):
+            try:
+                await jetstream.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await jetstream.add_stream(
+                        name=name,
+                        subjects=list(subjects),
+                        storage=nats.js.api.StorageType.FILE,
+                        duplicate_window=duplicate_window,
+                    )
+                except nats.js.errors.BadRequestError:
+                    await jetstream.stream_info(name)  # created meanwhile by another process
+
+    async def stream_publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        _check_subject(subject)
+        jetstream = self._jetstream()
+        with _unavailable_on_error("stream_publish"):
+            ack = await jetstream.publish(
+                subject,
+                data,
+                timeout=self._timeout,
+                headers={**(headers or {}), "Nats-Msg-Id": msg_id},
+            )
+        return not ack.duplicate
+
+    async def _pull_subscription(
+        self, stream: str, consumer: str, ack_wait: float
+    ) -> nats.js.client.JetStreamContext.PullSubscription:
+        key = (stream, consumer)
+        subscription = self._pull_subscriptions.get(key)
+        if subscription is None:
+            jetstream = self._jetstream()
+            with _unavailable_on_error("stream_fetch"):
+                info = await jetstream.stream_info(stream)
+                subjects = info.config.subjects or []
+                # NATS 2.9: one filter subject per consumer, so a consumer takes the whole
+                # stream when it captures several subjects.
+                subscription = await jetstream.pull_subscribe(
+                    subjects[0] if len(subjects) == 1 else "",
+                    durable=consumer,
+                    stream=stream,
+                    config=nats.js.api.ConsumerConfig(
+                        ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                        ack_wait=ack_wait,
+                        max_ack_pending=-1,
+                    ),
+                )
+            self._pull_subscriptions[key] = subscription
+        return subscription
+
+    async def stream_fetch(
+        self,
+        stream: str,
+        consumer: str,
+        *,
+        batch: int,
+        timeout: float,
+        ack_wait: float = 30.0,
+    ) -> list[StreamMessage]:
+        subscription = await self._pull_subscription(stream, consumer, ack_wait)
+        try:
+            messages = await subscription.fetch(batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.Error, OSError) as error:
+            raise BusUnavailable(f"nats stream_fetch: {error!r}") from error
+
+        def settler(msg: nats.aio.msg.Msg) -> Callable[[bool], Awaitable[None]]:
+            async def settle(is_done: bool) -> None:
+                with _unavailable_on_error("ack"):
+                    await (msg.ack_sync(timeout=self._timeout) if is_done else msg.nak())
+
+            return settle
+
+        return [
+            StreamMessage(
+                subject=msg.subject,
+                data=msg.data,
+                headers=dict(msg.headers or {}),
+                sequence=msg.metadata.sequence.stream,
+                deliveries=msg.metadata.num_delivered or 1,
+                _settle=settler(msg),
+            )
+            for msg in messages
+        ]
+
+    async def stream_pending(self, stream: str, consumer: str) -> int:
+        with _unavailable_on_error("stream_pending"):
+            info = await self._jetstream().consumer_info(stream, consumer)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)

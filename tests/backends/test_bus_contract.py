@@ -29,6 +29,7 @@ class BusUnderTest:
     make_bus: Callable[[], Bus]
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex}")
     buckets: list[str] = field(default_factory=list)
+    streams: list[str] = field(default_factory=list)
 
     def subject(self, name: str) -> str:
         return f"{self.prefix}.{name}"
@@ -37,6 +38,14 @@ class BusUnderTest:
         bucket = f"{self.prefix}_{name}"
         self.buckets.append(bucket)
         return bucket
+
+    async def stream(self, name: str) -> tuple[str, str]:
+        """A fresh stream and the one subject it captures."""
+        stream = f"{self.prefix}_{name}"
+        self.streams.append(stream)
+        subject = self.subject(name)
+        await self.bus.stream_ensure(stream, (subject,), duplicate_window=60)
+        return stream, subject
 
 
 @pytest.fixture(params=["in-process", pytest.param("nats", marks=pytest.mark.nats)])
@@ -58,6 +67,9 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BusUnderTest]
             await cleaner.jetstream().delete_key_value(bucket)
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await cleaner.jetstream().delete_object_store(bucket)
+    for stream in under_test.streams:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await cleaner.jetstream().delete_stream(stream)
     await cleaner.close()
 
 
@@ -343,3 +355,91 @@ async def test_in_process_bus_accepts_publishes_from_another_thread() -> None:
 
     assert inbox.payloads == [b"v3"]
     await bus.close()
+
+
+async def test_stream_fetch_returns_published_messages_in_order(backend: BusUnderTest) -> None:
+    stream, subject = await backend.stream("events")
+
+    for number in range(5):
+        assert await backend.bus.stream_publish(subject, f"m{number}".encode(), msg_id=f"id{number}")
+    first = await backend.bus.stream_fetch(stream, "sink", batch=3, timeout=1)
+    second = await backend.bus.stream_fetch(stream, "sink", batch=10, timeout=1)
+
+    assert [message.data for message in first] == [b"m0", b"m1", b"m2"]
+    assert [message.data for message in second] == [b"m3", b"m4"]
+    assert [message.deliveries for message in first + second] == [1] * 5
+    assert {message.subject for message in first + second} == {subject}
+
+
+async def test_stream_publish_with_a_repeated_msg_id_is_stored_once(backend: BusUnderTest) -> None:
+    stream, subject = await backend.stream("dedup")
+
+    assert await backend.bus.stream_publish(subject, b"batch", msg_id="batch-1") is True
+    assert await backend.bus.stream_publish(subject, b"batch", msg_id="batch-1") is False
+    fetched = await backend.bus.stream_fetch(stream, "sink", batch=10, timeout=1)
+
+    assert [message.data for message in fetched] == [b"batch"]
+
+
+async def test_unacked_messages_are_delivered_again_and_acked_ones_never(
+    backend: BusUnderTest,
+) -> None:
+    stream, subject = await backend.stream("redeliver")
+    for number in range(3):
+        await backend.bus.stream_publish(subject, f"m{number}".encode(), msg_id=f"id{number}")
+
+    first = await backend.bus.stream_fetch(stream, "sink", batch=3, timeout=1, ack_wait=1)
+    await first[0].ack()
+    await first[1].nak()
+    # m2 is neither acked nor nak'ed: it comes back after ack_wait.
+    await asyncio.sleep(1.3)
+    again = await backend.bus.stream_fetch(stream, "sink", batch=10, timeout=1, ack_wait=1)
+    for message in again:
+        await message.ack()
+    after_acks = await backend.bus.stream_fetch(stream, "sink", batch=10, timeout=0.5)
+
+    assert sorted(message.data for message in again) == [b"m1", b"m2"]
+    assert all(message.deliveries == 2 for message in again)
+    assert after_acks == []
+    assert await backend.bus.stream_pending(stream, "sink") == 0
+
+
+async def test_stream_pending_counts_what_the_consumer_has_not_acked(backend: BusUnderTest) -> None:
+    stream, subject = await backend.stream("lag")
+    for number in range(4):
+        await backend.bus.stream_publish(subject, b"x", msg_id=f"id{number}")
+    fetched = await backend.bus.stream_fetch(stream, "sink", batch=1, timeout=1)
+    await fetched[0].ack()
+
+    assert await backend.bus.stream_pending(stream, "sink") == 3
+
+
+async def test_stream_fetch_waits_for_a_message_published_meanwhile(backend: BusUnderTest) -> None:
+    stream, subject = await backend.stream("wait")
+    await backend.bus.stream_fetch(stream, "sink", batch=1, timeout=0.1)  # consumer exists
+
+    async def publish_later() -> None:
+        await asyncio.sleep(0.2)
+        await backend.bus.stream_publish(subject, b"late", msg_id="late")
+
+    publisher = asyncio.create_task(publish_later())
+    fetched = await backend.bus.stream_fetch(stream, "sink", batch=5, timeout=3)
+    await publisher
+
+    assert [message.data for message in fetched] == [b"late"]
+
+
+async def test_stream_publish_also_reaches_ordinary_subscribers(backend: BusUnderTest) -> None:
+    _, subject = await backend.stream("fanout")
+    inbox = Inbox()
+    await backend.bus.subscribe(subject, inbox)
+
+    await backend.bus.stream_publish(subject, b"batch", msg_id="b1")
+    await settle(backend.bus, lambda: len(inbox.messages) == 1)
+
+    assert inbox.payloads == [b"batch"]
+
+
+async def test_stream_publish_without_a_stream_is_unavailable(backend: BusUnderTest) -> None:
+    with pytest.raises(BusUnavailable):
+        await backend.bus.stream_publish(backend.subject("nowhere"), b"x", msg_id="x")
