@@ -1,0 +1,208 @@
+"""The consumer half of the analytics pipeline: JetStream `ANALYTICS` into ClickHouse.
+
+The sink collects messages from its durable consumer until it holds `batch_rows` events or
+`interval` seconds have passed since the first, inserts them with ONE INSERT, and acks the
+messages only after ClickHouse accepted it. When the insert fails (ClickHouse down or
+refusing) it naks the messages and backs off: they stay in JetStream and come back, so
+nothing is lost while ClickHouse is away. If the sink dies between insert and ack, the batch
+is delivered and inserted again; `analytics_events` is a ReplacingMergeTree ending its sort
+key in `event_id`, so reports reading it with FINAL count each event once.
+
+A message that is not a valid batch (bad JSON, an unknown event type) would fail every
+retry, so it is parked on `analytics.dead-letter` (stream `ANALYTICS_DEAD_LETTER`, kept for
+inspection and replay) and acked; the rest of its batch goes on.
+
+Django-free: `manage.py analytics_sink` and the embedded platform run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from analytics.clickhouse import AnalyticsBackend, AnalyticsError
+from analytics.events import COLUMNS, decode_batch, to_row
+from analytics.pipeline import DUPLICATE_WINDOW_SECONDS, FLUSH_ERRORS, STREAM, SUBJECT
+from campaign_express.backends.bus import Bus, BusUnavailable, StreamMessage
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "analytics-sink"
+TABLE = "analytics_events"
+DEAD_LETTER_STREAM = "ANALYTICS_DEAD_LETTER"
+DEAD_LETTER_SUBJECT = "analytics.dead-letter"
+# Messages asked for per fetch; each holds up to a publisher's batch (1,000 events).
+FETCH_MESSAGES = 100
+
+INSERTED = Counter("analytics_sink_inserted_total", "Events inserted into ClickHouse.")
+INSERTS = Counter("analytics_sink_inserts_total", "INSERT statements (batches) that succeeded.")
+DEAD_LETTERED = Counter("analytics_sink_dead_lettered_total",
+                        "Stream messages parked on the dead-letter subject, by reason.",
+                        ["reason"])
+LAG = Gauge("analytics_sink_lag_messages",
+            "Messages in the ANALYTICS stream the sink has not acked yet.")
+LAG_SECONDS = Gauge("analytics_sink_lag_seconds",
+                    "Age of the oldest event in the last inserted batch.")
+
+
+class Sink:
+    def __init__(self, *, bus: Bus, backend: AnalyticsBackend, batch_rows: int = 10_000,
+                 interval: float = 1.0, ack_wait: float = 60.0, max_backoff: float = 10.0,
+                 consumer: str = CONSUMER, stream: str = STREAM, subject: str = SUBJECT,
+                 dead_letter_stream: str = DEAD_LETTER_STREAM,
+                 dead_letter_subject: str = DEAD_LETTER_SUBJECT) -> None:
+        if ack_wait <= interval:
+            raise ValueError("ack_wait must exceed the batch interval")
+        self.bus = bus
+        self.backend = backend
+        self.batch_rows = batch_rows
+        self.interval = interval
+        self.ack_wait = ack_wait
+        self.max_backoff = max_backoff
+        self.consumer = consumer
+        self.stream = stream
+        self.subject = subject
+        self.dead_letter_stream = dead_letter_stream
+        self.dead_letter_subject = dead_letter_subject
+        self._is_ready = False
+
+    async def _ensure_streams(self) -> None:
+        if not self._is_ready:
+            await self.bus.stream_ensure(self.stream, (self.subject,),
+                                         duplicate_window=DUPLICATE_WINDOW_SECONDS)
+            await self.bus.stream_ensure(self.dead_letter_stream, (self.dead_letter_subject,))
+            self._is_ready = True
+
+    async def _collect(self) -> list[tuple[StreamMessage, list[tuple[Any, ...]]]]:
+        """Messages with their rows, until `batch_rows` rows or `interval` seconds."""
+        collected: list[tuple[StreamMessage, list[tuple[Any, ...]]]] = []
+        rows = 0
+        deadline: float | None = None
+        while rows < self.batch_rows:
+            now = time.monotonic()
+            timeout = self.interval if deadline is None else deadline - now
+            if timeout <= 0:
+                break
+            messages = await self.bus.stream_fetch(self.stream, self.consumer, batch=FETCH_MESSAGES,
+                                                   timeout=timeout, ack_wait=self.ack_wait)
+            if not messages:
+                if deadline is None:
+                    return collected  # an idle interval: nothing to insert
+                continue
+            deadline = deadline or now + self.interval
+            for message in messages:
+                message_rows = await self._rows(message)
+                if message_rows is not None:
+                    collected.append((message, message_rows))
+                    rows += len(message_rows)
+        return collected
+
+    async def _rows(self, message: StreamMessage) -> list[tuple[Any, ...]] | None:
+        try:
+            return [to_row(event) for event in decode_batch(message.data)]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+            reason = type(error).__name__
+            logger.error("analytics: parked message %d on %s: %s", message.sequence,
+                         self.dead_letter_subject, error)
+            await self.bus.stream_publish(
+                self.dead_letter_subject, message.data,
+                msg_id=f"{self.stream}-{message.sequence}",
+                headers={"Analytics-Error": str(error)[:500], "Analytics-Sequence":
+                         str(message.sequence)})
+            await message.ack()
+            DEAD_LETTERED.labels(reason=reason).inc()
+            return None
+
+    async def flush_once(self) -> int:
+        """One batch: collect, insert, ack. Returns the events inserted.
+
+        Raises `AnalyticsError` or `BusUnavailable` after nak'ing what it held.
+        """
+        await self._ensure_streams()
+        collected = await self._collect()
+        if not collected:
+            return 0
+        rows = [row for _, message_rows in collected for row in message_rows]
+        try:
+            if rows:
+                await asyncio.to_thread(self.backend.insert, TABLE, COLUMNS, rows)
+        except AnalyticsError:
+            FLUSH_ERRORS.labels(stage="insert").inc()
+            await _settle_quietly([message for message, _ in collected], is_done=False)
+            raise
+        for message, _ in collected:
+            await message.ack()
+        if rows:
+            INSERTED.inc(len(rows))
+            INSERTS.inc()
+            oldest = min(row[COLUMNS.index("timestamp")] for row in rows)
+            LAG_SECONDS.set(max(0.0, time.time() - oldest.timestamp()))
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Flush until `stop` is set, backing off while ClickHouse or the bus is away."""
+        stop = stop or asyncio.Event()
+        backoff = 0.5
+        last_lag_check = 0.0
+        while not stop.is_set():
+            try:
+                inserted = await self.flush_once()
+                backoff = 0.5
+                if time.monotonic() - last_lag_check >= 5:
+                    LAG.set(await self.bus.stream_pending(self.stream, self.consumer))
+                    last_lag_check = time.monotonic()
+                if inserted:
+                    logger.debug("analytics: inserted %d events", inserted)
+            except (AnalyticsError, BusUnavailable) as error:
+                logger.warning("analytics sink: %s; retrying in %.1f s", error, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+
+async def _settle_quietly(messages: Sequence[StreamMessage], *, is_done: bool) -> None:
+    """Nak what we can; a message we cannot reach comes back after ack_wait anyway."""
+    for message in messages:
+        try:
+            await (message.ack() if is_done else message.nak())
+        except BusUnavailable:
+            return
+
+
+class SinkThread:
+    """A sink on its own thread and event loop: the embedded platform runs one beside the
+    server, so chDB inserts never stall the bid path's loop."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="analytics-sink", daemon=True)
+        self._started = threading.Event()
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._started.set()
+            await self.sink.bus.connect()
+            await self.sink.run(self._stop)
+
+        asyncio.run(main())
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)

@@ -58,6 +58,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}API__HTTP_PORT", "8080", "HTTP port (web and bidder)"),
     Variable(f"{PREFIX}API__GRPC_PORT", "9090", "gRPC port of the bidder"),
     Variable(f"{PREFIX}METRICS__PORT", "9091", "Prometheus metrics port of the bidder"),
+    Variable(f"{PREFIX}ANALYTICS__SINK_BATCH_ROWS", "10000",
+             "the analytics sink inserts when it holds this many events"),
+    Variable(f"{PREFIX}ANALYTICS__SINK_INTERVAL_MS", "1000",
+             "... or when this long has passed since the first event of the batch"),
+    Variable(f"{PREFIX}ANALYTICS__RETENTION_DAYS", "90",
+             "days analytics events are kept: a TTL where the ClickHouse server has one, and "
+             "an hourly task dropping each month once wholly older, on every server"),
+    Variable(f"{PREFIX}ANALYTICS__ROLLUP_LOOKBACK_HOURS", "3",
+             "closed hours the rollup task computes again on every run, so events that reach "
+             "ClickHouse late (a sink catching up after an outage) are counted"),
     Variable(f"{PREFIX}NPU__DEVICE", "cpu",
              "inference device; `xdna` implies the `xdna` provider when PROVIDER is unset"),
     Variable(f"{PREFIX}NPU__PROVIDER", "(from DEVICE: cpu)",
@@ -145,6 +155,10 @@ class Config:
     npu_fallback: str
     npu_model_name: str
     npu_batcher_max_items: int
+    analytics_sink_batch_rows: int
+    analytics_sink_interval_ms: int
+    analytics_retention_days: int
+    analytics_rollup_lookback_hours: int
     npu_batcher_flush_us: int
     npu_remote_url: str
     npu_remote_model: str
@@ -265,6 +279,12 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         npu_num_threads=read.integer(f"{PREFIX}NPU__NUM_THREADS", low=1, high=1024),
         npu_fallback=read.choice(f"{PREFIX}NPU__FALLBACK", ("", "cpu")),
         npu_model_name=model_name,
+        analytics_sink_batch_rows=read.integer(f"{PREFIX}ANALYTICS__SINK_BATCH_ROWS", low=1),
+        analytics_sink_interval_ms=read.integer(f"{PREFIX}ANALYTICS__SINK_INTERVAL_MS", low=1),
+        analytics_retention_days=read.integer(f"{PREFIX}ANALYTICS__RETENTION_DAYS", low=1,
+                                              high=36_500),
+        analytics_rollup_lookback_hours=read.integer(
+            f"{PREFIX}ANALYTICS__ROLLUP_LOOKBACK_HOURS", high=24 * 31),
         npu_batcher_max_items=read.integer(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", low=1,
                                            high=4096),
         npu_batcher_flush_us=read.integer(f"{PREFIX}NPU__BATCHER_FLUSH_US", low=0,

@@ -144,3 +144,59 @@ def private_postgres() -> Iterator[tuple[int, Callable[[], None]]]:
     finally:
         stop()
         shutil.rmtree(cluster, ignore_errors=True)
+
+
+class PrivateClickHouse:
+    """A throw-away clickhouse-server on free ports over one data folder; `stop` and `start`
+    bring the same server (and its data) down and up again."""
+
+    def __init__(self, data_dir: Path) -> None:
+        binary = shutil.which("clickhouse-server")
+        if binary is None:
+            pytest.fail("clickhouse-server is not installed (scripts/services.sh installs it)")
+        self.binary = binary
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        config = data_dir / "config.xml"
+        config.write_text(f"""<yandex>
+  <logger><level>warning</level><log>{data_dir}/server.log</log>
+    <errorlog>{data_dir}/server.err.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>{self.port}</tcp_port><http_port>{free_port()}</http_port>
+  <interserver_http_port>{free_port()}</interserver_http_port>
+  <path>{data_dir}/data/</path><tmp_path>{data_dir}/tmp/</tmp_path>
+  <user_files_path>{data_dir}/user_files/</user_files_path>
+  <format_schema_path>{data_dir}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile><default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <timezone>UTC</timezone>
+</yandex>
+""")
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        return f"clickhouse://default@127.0.0.1:{self.port}/campaign_express"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, f"--config-file={self.config}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, 30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@contextmanager
+def private_clickhouse(data_dir: Path) -> Iterator[PrivateClickHouse]:
+    server = PrivateClickHouse(data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
