@@ -166,8 +166,10 @@ class ClickHouseBackend(_Probes):
         if not rows:
             return 0
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+        # Columnar: the driver writes each column as it is, without transposing rows itself.
+        data = [list(column) for column in zip(*rows, strict=True)]
         with self._lock, _driver_errors():
-            return int(self._connected().execute(statement, [tuple(row) for row in rows]))
+            return int(self._connected().execute(statement, data, columnar=True))
 
 
     def close(self) -> None:

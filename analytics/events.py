@@ -19,6 +19,7 @@ Django-free: the bidder emits events on the bid path.
 from __future__ import annotations
 
 import enum
+import random
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -54,6 +55,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _event_id() -> uuid.UUID:
+    """A random version-4 UUID from the process's PRNG (reseeded after fork).
+
+    Ids must be unique, not secret; `uuid.uuid4` reads os.urandom, a system call per event
+    on the bid path.
+    """
+    bits = random.getrandbits(128)
+    bits = (bits & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    return uuid.UUID(int=bits)
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One analytics event.
 
@@ -64,7 +77,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     tracking (GDPR/TCF consent, no COPPA, no opt-out); otherwise it stays empty.
     """
 
-    event_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = msgspec.field(default_factory=_event_id)
     event_type: EventType
     timestamp: Annotated[datetime, msgspec.Meta(tz=True)] = msgspec.field(default_factory=_now)
     node: str
@@ -128,12 +141,16 @@ def decode_batch(data: bytes) -> list[Event]:
 
 
 def to_row(event: Event) -> tuple[Any, ...]:
-    """The event as a row in `COLUMNS` order; attributes become two arrays sorted by key."""
+    """The event as a row in `COLUMNS` order; attributes become two arrays sorted by key.
+
+    The timestamp goes as whole epoch seconds: both engines take it for `DateTime('UTC')`,
+    and it spares the driver a time-zone conversion per row (half its insert time).
+    """
     keys = sorted(event.attributes)
     return (
         event.event_id,
         str(event.event_type),
-        event.timestamp.astimezone(UTC),
+        int(event.timestamp.timestamp()),
         event.node,
         event.schema_version,
         event.request_id,

@@ -73,6 +73,7 @@ class Sink:
         self.dead_letter_stream = dead_letter_stream
         self.dead_letter_subject = dead_letter_subject
         self._is_ready = False
+        self._rows_per_message = 1_000  # a publisher's batch, until messages say otherwise
 
     async def _ensure_streams(self) -> None:
         if not self._is_ready:
@@ -91,7 +92,10 @@ class Sink:
             timeout = self.interval if deadline is None else deadline - now
             if timeout <= 0:
                 break
-            messages = await self.bus.stream_fetch(self.stream, self.consumer, batch=FETCH_MESSAGES,
+            # Ask for about as many messages as the batch still has room for.
+            wanted = (self.batch_rows - rows) // self._rows_per_message + 1
+            messages = await self.bus.stream_fetch(self.stream, self.consumer,
+                                                   batch=min(FETCH_MESSAGES, wanted),
                                                    timeout=timeout, ack_wait=self.ack_wait)
             if not messages:
                 if deadline is None:
@@ -103,6 +107,7 @@ class Sink:
                 if message_rows is not None:
                     collected.append((message, message_rows))
                     rows += len(message_rows)
+                    self._rows_per_message = max(1, len(message_rows))
         return collected
 
     async def _rows(self, message: StreamMessage) -> list[tuple[Any, ...]] | None:
@@ -144,7 +149,7 @@ class Sink:
             INSERTED.inc(len(rows))
             INSERTS.inc()
             oldest = min(row[COLUMNS.index("timestamp")] for row in rows)
-            LAG_SECONDS.set(max(0.0, time.time() - oldest.timestamp()))
+            LAG_SECONDS.set(max(0.0, time.time() - oldest))
         return len(rows)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

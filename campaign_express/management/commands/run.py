@@ -1,8 +1,9 @@
 """Run the whole platform in one process: web, bidder and scheduled tasks.
 
 Embedded mode's single command: it migrates, optionally loads demo data, starts the
-in-process task runner when no Celery broker is configured, and serves Django and the
-bidder on one port with uvicorn.
+in-process task runner when no Celery broker is configured and the analytics sink when the
+event stream or chDB is in-process, and serves Django and the bidder on one port with
+uvicorn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.CONFIG.api_host)
         parser.add_argument("--port", type=int, default=settings.CONFIG.http_port)
         parser.add_argument("--no-migrate", action="store_true",
-                            help="skip `migrate` (production runs it as its own step)")
+                            help="skip `migrate` and `migrate_clickhouse` (production runs them "
+                                 "as their own step)")
 
     def handle(self, *args, demo: bool, host: str, port: int, no_migrate: bool,
                **options) -> None:
@@ -32,13 +34,25 @@ class Command(BaseCommand):
 
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
-            self.stdout.write("Database migrated.")
+            call_command("migrate_clickhouse", verbosity=0)
+            self.stdout.write("Database and ClickHouse migrated.")
         if demo:
             call_command("seed_demo", stdout=self.stdout)
         tasks = runner()
         if isinstance(tasks, InProcessRunner):
             tasks.start_schedule(BEAT_SCHEDULE)
             self.stdout.write(f"Scheduled tasks run in-process ({len(BEAT_SCHEDULE)} entries).")
+        sink = None
+        if not (settings.NATS_URL and settings.CLICKHOUSE_URL):
+            # The events stream or chDB lives in this process, so its sink runs here too.
+            from analytics.sink import Sink, SinkThread
+            from campaign_express.platform import analytics, process_bus
+
+            sink = SinkThread(Sink(bus=process_bus(), backend=analytics(),
+                                   batch_rows=settings.CONFIG.analytics_sink_batch_rows,
+                                   interval=settings.CONFIG.analytics_sink_interval_ms / 1000))
+            sink.start()
+            self.stdout.write("Analytics events go to ClickHouse from this process.")
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
         self.stdout.write(
@@ -58,3 +72,5 @@ class Command(BaseCommand):
         finally:
             if isinstance(tasks, InProcessRunner):
                 tasks.stop()
+            if sink is not None:
+                sink.stop()

@@ -1,0 +1,136 @@
+"""Analytics pipeline throughput: the sink's sustained events/s into ClickHouse, and what
+emitting costs a producer. Prints what it measures; nothing is estimated.
+
+    .venv/bin/python benchmarks/analytics_sink.py --nats nats://127.0.0.1:4222 \
+        --clickhouse clickhouse://default@127.0.0.1:9000/bench [--events 500000]
+    .venv/bin/python benchmarks/analytics_sink.py --chdb [--events 200000]  # embedded pair
+
+1. Producer: building a bid event and `EventBuffer.emit` (what the bid path pays), then the
+   publisher's encoding per event (paid on the publisher task, off the request).
+2. Sink: `--events` bid-like events are published to a fresh stream in 1,000-event messages
+   first, then one `Sink` (default batch 10,000 rows / 1 s) drains them into a fresh
+   `analytics_events`; the figure is events inserted per second of wall time, with the
+   sink's CPU seconds. The stream and the database are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analytics.clickhouse import AnalyticsBackend, ChdbBackend, ClickHouseBackend  # noqa: E402
+from analytics.events import Event, EventType, encode_batch  # noqa: E402
+from analytics.migrate import migrations_apply  # noqa: E402
+from analytics.pipeline import EventBuffer, Publisher  # noqa: E402
+from analytics.sink import Sink  # noqa: E402
+from campaign_express.backends.bus import Bus, InProcessBus, bus_from_url  # noqa: E402
+
+
+def bid_event(number: int) -> Event:
+    return Event(event_type=EventType.BID, node="bench", request_id=f"req-{number}",
+                 impression_id="1", campaign_id=str(number % 10_000),
+                 creative_id=str(number % 20_000), advertiser_id=str(number % 100),
+                 offer_id=uuid.uuid4().hex, exchange="demo", price_micros=1_250_000 + number,
+                 currency="USD", user_id=f"user-{number % 50_000}",
+                 attributes={"media": "banner"})
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def producer_costs(count: int) -> None:
+    buffer = EventBuffer(capacity=count)
+    started = time.perf_counter()
+    for number in range(count):
+        buffer.emit(bid_event(number))
+    emit_us = (time.perf_counter() - started) / count * 1e6
+    events = buffer.drain(count)
+    started = time.perf_counter()
+    for start in range(0, count, 1_000):
+        encode_batch(events[start:start + 1_000])
+    encode_us = (time.perf_counter() - started) / count * 1e6
+    print(f"producer: build + emit {emit_us:.2f} µs/event (bid path); "
+          f"encode {encode_us:.2f} µs/event (publisher task); {count:,} events")
+
+
+async def sink_throughput(bus: Bus, backend: AnalyticsBackend, count: int,
+                          batch_rows: int) -> None:
+    stream, subject = f"BENCH_{uuid.uuid4().hex[:8]}", f"bench.{uuid.uuid4().hex[:8]}"
+    buffer = EventBuffer(capacity=count)
+    publisher = Publisher(buffer=buffer, bus=bus, stream=stream, subject=subject)
+    started = time.perf_counter()
+    for start in range(0, count, 50_000):
+        for number in range(start, min(count, start + 50_000)):
+            buffer.emit(bid_event(number))
+        if not await publisher.publish_pending():
+            raise SystemExit("publishing to the bus failed")
+    print(f"published {count:,} events in {time.perf_counter() - started:.1f} s")
+
+    sink = Sink(bus=bus, backend=backend, stream=stream, subject=subject,
+                dead_letter_stream=f"{stream}_DL", dead_letter_subject=f"{subject}.dl",
+                batch_rows=batch_rows, interval=1.0)
+    inserted, inserts = 0, 0
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    while inserted < count:
+        batch = await sink.flush_once()
+        if batch == 0:
+            raise SystemExit(f"the stream ran dry after {inserted:,} events")
+        inserted += batch
+        inserts += 1
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
+    stored = backend.query("SELECT count() FROM analytics_events FINAL")[0][0]
+    print(f"sink: {inserted:,} events in {inserts} INSERTs, {elapsed:.2f} s wall, "
+          f"{cpu:.2f} s CPU -> {inserted / elapsed:,.0f} events/s "
+          f"({cpu / inserted * 1e6:.1f} µs CPU/event); stored (FINAL): {stored:,}")
+    if hasattr(bus, "_jetstream"):
+        await bus._jetstream().delete_stream(stream)  # type: ignore[attr-defined]
+        await bus._jetstream().delete_stream(f"{stream}_DL")  # type: ignore[attr-defined]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--clickhouse", default="clickhouse://default@127.0.0.1:9000/bench")
+    parser.add_argument("--chdb", action="store_true",
+                        help="embedded pair: in-process bus and chDB in a temporary folder")
+    arguments = parser.parse_args()
+
+    producer_costs(200_000)
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    bus: Bus
+    backend: AnalyticsBackend
+    if arguments.chdb:
+        bus, backend = InProcessBus(), ChdbBackend(Path(tempfile.mkdtemp()) / "chdb",
+                                                   database=database)
+    else:
+        bus = bus_from_url(arguments.nats)
+        url = urlsplit(arguments.clickhouse)._replace(path=f"/{database}").geturl()
+        backend = ClickHouseBackend(url)
+    await bus.connect()
+    migrations_apply(backend=backend, retention_days=90)
+    print(f"ClickHouse {'.'.join(map(str, backend.server_version()))}"
+          f"{' (chDB)' if arguments.chdb else ''}; batch {arguments.batch_rows:,} rows")
+    try:
+        await sink_throughput(bus, backend, arguments.events, arguments.batch_rows)
+    finally:
+        backend.execute(f"DROP DATABASE IF EXISTS {database}")
+        backend.close()
+        await bus.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
