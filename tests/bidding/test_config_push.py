@@ -2,8 +2,6 @@
 snapshot far larger than a NATS message travels through the object store."""
 
 import asyncio
-import shutil
-import subprocess
 import time
 
 import pytest
@@ -13,32 +11,9 @@ from bidding.snapshot import decode, publish
 from campaign_express.backends.nats_bus import NatsBus
 from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import broad_campaigns, config, snapshot
-from tests.campaign_express.platform import free_port, wait_for_port
+from tests.campaign_express.platform import PrivateNats
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
-
-
-class PrivateNats:
-    """A nats-server with JetStream of the test's own, on a free port; stopped by its pid."""
-
-    def __init__(self, data_dir) -> None:
-        self.binary = shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin")
-        if self.binary is None:
-            pytest.fail("nats-server is not installed (scripts/services.sh installs it)")
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd",
-             str(self.data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, 10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 async def served_version(service: BidderService, version: int, seconds: float = 15) -> None:

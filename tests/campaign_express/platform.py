@@ -200,3 +200,26 @@ def private_clickhouse(data_dir: Path) -> Iterator[PrivateClickHouse]:
         yield server
     finally:
         server.stop()
+
+
+class PrivateNats:
+    """A nats-server with JetStream of the test's own, on a free port; stopped by its pid."""
+
+    def __init__(self, data_dir) -> None:
+        self.binary = shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin")
+        if self.binary is None:
+            pytest.fail("nats-server is not installed (scripts/services.sh installs it)")
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd",
+             str(self.data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, 10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import prometheus_client
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -21,20 +22,27 @@ class Command(BaseCommand):
     help = "Insert analytics events from the ANALYTICS stream into ClickHouse, in batches."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--batch-rows", type=int, default=settings.CONFIG.analytics_sink_batch_rows,
+        parser.add_argument("--batch-rows", type=int,
+                            default=settings.CONFIG.analytics_sink_batch_rows,
                             help="insert when this many events are collected")
         parser.add_argument("--interval", type=float,
                             default=settings.CONFIG.analytics_sink_interval_ms / 1000,
                             help="or when this many seconds passed since the first")
+        parser.add_argument("--metrics-port", type=int, default=settings.CONFIG.metrics_port,
+                            help="serve Prometheus metrics on this port (0: none)")
 
-    def handle(self, *args, batch_rows: int, interval: float, **options) -> None:
+    def handle(self, *args, batch_rows: int, interval: float, metrics_port: int,
+               **options) -> None:
         if not settings.NATS_URL:
             raise CommandError(
                 "NATS_URL is not set: in embedded mode the platform process (`manage.py run`) "
                 "runs the analytics sink itself.")
         sink = Sink(bus=process_bus(), backend=analytics(), batch_rows=batch_rows,
                     interval=interval)
-        self.stdout.write(f"analytics sink: {batch_rows} events or {interval} s per INSERT")
+        if metrics_port:
+            prometheus_client.start_http_server(metrics_port, addr=settings.CONFIG.api_host)
+        self.stdout.write(f"analytics sink: {batch_rows} events or {interval} s per INSERT"
+                          + (f", metrics on :{metrics_port}" if metrics_port else ""))
         asyncio.run(self._run(sink))
 
     @staticmethod
