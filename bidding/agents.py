@@ -55,7 +55,14 @@ class _RequestId(msgspec.Struct):
 _REQUEST_ID = msgspec.json.Decoder(_RequestId)
 
 
-def turned_away(body: bytes, exchange: ExchangeEntry, reason: NoBid) -> Answer:
+class TurnedAway(Protocol):
+    """Told of each request answered without bidding (`BidEvents.no_bid`)."""
+
+    def __call__(self, *, request_id: str, exchange: ExchangeEntry, reason: NoBid) -> None: ...
+
+
+def turned_away(body: bytes, exchange: ExchangeEntry, reason: NoBid,
+                observer: TurnedAway | None = None) -> Answer:
     """A no-bid given without bidding: only the request's `id` is read, for the nbr body.
 
     A body whose id cannot be read gets a plain 204: shedding must stay cheaper than bidding,
@@ -65,6 +72,8 @@ def turned_away(body: bytes, exchange: ExchangeEntry, reason: NoBid) -> Answer:
         request_id = _REQUEST_ID.decode(body).id
     except (msgspec.DecodeError, RecursionError):
         request_id = ""
+    if observer is not None:
+        observer(request_id=request_id, exchange=exchange, reason=reason)
     if not request_id:
         metrics.NO_BIDS.labels(reason.value).inc()
         metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
@@ -77,11 +86,12 @@ class AgentPool:
 
     `start` and `stop` run in the event loop that serves the transports. `stop` lets the
     agents finish what is queued for up to `drain_seconds`, then answers whatever is left with
-    a technical-error no-bid, so no caller waits forever.
+    a technical-error no-bid, so no caller waits forever. Each request answered without an
+    agent is told to `on_turned_away` (the bidder makes it a `no_bid` analytics event).
     """
 
     def __init__(self, handler: Handles, *, agents: int, queue_size: int | None = None,
-                 drain_seconds: float = 1.0) -> None:
+                 drain_seconds: float = 1.0, on_turned_away: TurnedAway | None = None) -> None:
         if agents < 1:
             raise ValueError(f"an agent pool needs at least one agent, got {agents}")
         self.handler = handler
@@ -90,6 +100,7 @@ class AgentPool:
         if self.queue_size < 1:
             raise ValueError(f"the agent queue needs room for one request, got {queue_size}")
         self.drain_seconds = drain_seconds
+        self.on_turned_away = on_turned_away
         self._queue: asyncio.Queue[_Work] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -125,7 +136,8 @@ class AgentPool:
         await asyncio.gather(*tasks, return_exceptions=True)
         while not queue.empty():
             work = queue.get_nowait()
-            self._settle(work, turned_away(work.body, work.exchange, NoBid.TECHNICAL_ERROR))
+            self._settle(work, self._turned_away(work.body, work.exchange,
+                                                 NoBid.TECHNICAL_ERROR))
         self._queue = None
         metrics.AGENT_QUEUE_DEPTH.set(0)
 
@@ -134,14 +146,14 @@ class AgentPool:
         """The agent's answer, or at once a no-bid when the queue is full or the pool stopped."""
         queue = self._queue
         if queue is None or not self._tasks:
-            return turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
+            return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
         work = _Work(body, exchange, received_at or time.perf_counter(),
                      asyncio.get_running_loop().create_future())
         try:
             queue.put_nowait(work)
         except asyncio.QueueFull:
             metrics.SHED.inc()
-            return turned_away(body, exchange, NoBid.OVERLOADED)
+            return self._turned_away(body, exchange, NoBid.OVERLOADED)
         metrics.AGENT_QUEUE_DEPTH.set(queue.qsize())
         return await work.answer
 
@@ -155,13 +167,18 @@ class AgentPool:
                                                        received_at=work.received_at)
                     self._settle(work, answer)
             except asyncio.CancelledError:
-                self._settle(work, turned_away(work.body, work.exchange, NoBid.TECHNICAL_ERROR))
+                self._settle(work, self._turned_away(work.body, work.exchange,
+                                                     NoBid.TECHNICAL_ERROR))
                 raise
             except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an agent
                 logger.exception("bid agent failed on a request")
-                self._settle(work, turned_away(work.body, work.exchange, NoBid.TECHNICAL_ERROR))
+                self._settle(work, self._turned_away(work.body, work.exchange,
+                                                     NoBid.TECHNICAL_ERROR))
             finally:
                 queue.task_done()
+
+    def _turned_away(self, body: bytes, exchange: ExchangeEntry, reason: NoBid) -> Answer:
+        return turned_away(body, exchange, reason, self.on_turned_away)
 
     @staticmethod
     def _settle(work: _Work, answer: Answer) -> None:

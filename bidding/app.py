@@ -129,7 +129,8 @@ class BidderApp:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                keep_blank_values=True))
         if path == "/v1/conversion":
-            answer = await self.service.notices.conversion(query)
+            answer = await self.service.notices.conversion(query,
+                                                           index=self.service.engine.index)
         else:
             answer = await self.service.notices.handle(kind, query,
                                                        index=self.service.engine.index)
@@ -173,6 +174,8 @@ class BidderApp:
             except (BodyTooLarge, zlib.error, OSError):
                 metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
                 metrics.RESPONSES.labels(label, "invalid").inc()
+                self.service.events.no_bid(request_id="", exchange=exchange,
+                                           reason=NoBid.INVALID_REQUEST)
                 await _respond(send, 400)
                 return
             answer = await self.service.agents.submit(body, exchange=exchange,

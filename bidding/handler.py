@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bidding import metrics
+from bidding.engine import Outcome
 from bidding.nbr import NoBid
 from bidding.openrtb import InvalidRequest, decode_request, encode_response, normalize
 from bidding.openrtb.request import MAX_BODY_BYTES
@@ -49,24 +50,33 @@ class BidHandler:
 
     async def handle(self, body: bytes, *, exchange: ExchangeEntry,
                      received_at: float | None = None) -> Answer:
+        """The answer, then its analytics events (`bidding.events`), built once the answer
+        is: their cost is not in the latency they record."""
         received_at = received_at or time.perf_counter()
+        events = self.service.events
         try:
             request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
         except InvalidRequest:
             metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
             metrics.RESPONSES.labels(exchange.slug, "invalid").inc()
+            events.no_bid(request_id="", exchange=exchange, reason=NoBid.INVALID_REQUEST)
             return Answer(400, reason=NoBid.INVALID_REQUEST)
+        index = self.service.engine.index
         try:
             outcome = await self.service.engine.bid(request, exchange=exchange,
                                                     received_at=received_at)
         except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an error
             logger.exception("bid on %s failed", request.request_id)
-            return self.no_bid(exchange, request.request_id, NoBid.TECHNICAL_ERROR)
+            outcome = Outcome(reason=NoBid.TECHNICAL_ERROR)
         if outcome.response is None:
-            return self.no_bid(exchange, request.request_id,
-                               outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN)
-        metrics.RESPONSES.labels(exchange.slug, "bid").inc()
-        return Answer(200, encode_response(outcome.response))
+            reason = outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN
+            answer = self.no_bid(exchange, request.request_id, reason)
+        else:
+            metrics.RESPONSES.labels(exchange.slug, "bid").inc()
+            answer = Answer(200, encode_response(outcome.response))
+        events.answered(request, exchange=exchange, outcome=outcome, index=index,
+                        latency_us=int((time.perf_counter() - received_at) * 1_000_000))
+        return answer
 
     @staticmethod
     def no_bid(exchange: ExchangeEntry, request_id: str, reason: NoBid) -> Answer:

@@ -10,6 +10,10 @@ The loss notice releases the hold and records the loss reason code. A click redi
 landing page with a `ce_click` token; the advertiser's conversion postback
 (`/v1/conversion?click=TOKEN&value=...`) counts one conversion per click.
 
+Each notice that counts becomes an analytics event (`bidding.events`); a duplicate, a forged
+one, a test auction's or a billing that counted no spend does not, so reports built from the
+events count what the budget counted.
+
 Django-free: the bidder imports it.
 """
 
@@ -26,6 +30,7 @@ from prometheus_client import Counter
 
 from bidding.budget import Ledger, to_micros
 from bidding.engine import NOTICE_FIELDS
+from bidding.events import BidEvents
 from bidding.index import CampaignIndex
 from bidding.pricecrypt import PriceDecryptionError, decrypt_price
 from bidding.pricing import UnknownCurrency, convert
@@ -50,11 +55,22 @@ class NoticeAnswer:
     location: str = ""
 
 
+@dataclass(frozen=True)
+class _Counted:
+    outcome: str  # the NOTICES label: counted, no_price, test
+    price_micros: int = 0  # for the event: the clearing CPM of a win, the spend of a billing
+    currency: str = ""
+
+
 class NoticeHandler:
-    def __init__(self, *, store: Store, ledger: Ledger, secret: bytes) -> None:
+    """`events`: where counted notices become analytics events (None: nowhere)."""
+
+    def __init__(self, *, store: Store, ledger: Ledger, secret: bytes,
+                 events: BidEvents | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.secret = secret
+        self.events = events
 
     async def handle(self, kind: str, query: dict[str, str], *, index: CampaignIndex | None,
                      now: float | None = None) -> NoticeAnswer:
@@ -79,7 +95,7 @@ class NoticeHandler:
                 NOTICES.labels(kind, "duplicate").inc()
                 return NoticeAnswer(302 if location else 204, location)
             try:
-                outcome = await self._count(kind, query, index, now or time.time())
+                counted = await self._count(kind, query, index, now or time.time())
             except StoreUnavailable:
                 await self.store.delete(once)  # let a retry count it
                 raise
@@ -88,10 +104,14 @@ class NoticeHandler:
             logger.warning("store unavailable: %s notice for bid %s not counted", kind,
                            query["bid"])
             return NoticeAnswer(302 if location else 503, location)
-        NOTICES.labels(kind, outcome).inc()
+        NOTICES.labels(kind, counted.outcome).inc()
+        if self.events is not None and counted.outcome == "counted":
+            self.events.notice(kind, query, index=index, price_micros=counted.price_micros,
+                               currency=counted.currency)
         return NoticeAnswer(302 if location else 204, location)
 
-    async def conversion(self, query: dict[str, str]) -> NoticeAnswer:
+    async def conversion(self, query: dict[str, str], *,
+                         index: CampaignIndex | None = None) -> NoticeAnswer:
         """The advertiser's postback: `click` is the token the click added to the landing
         URL (`ce_click`); one conversion counts per click, with an optional `value`."""
         try:
@@ -116,38 +136,33 @@ class NoticeHandler:
             NOTICES.labels("conversion", "unavailable").inc()
             return NoticeAnswer(503)
         NOTICES.labels("conversion", "counted").inc()
+        if self.events is not None:
+            self.events.conversion(fields, index=index, value_micros=to_micros(value))
         return NoticeAnswer(204)
 
     async def _count(self, kind: str, query: dict[str, str], index: CampaignIndex | None,
-                     now: float) -> str:
+                     now: float) -> _Counted:
         campaign_id, hold = int(query["campaign"]), int(query["hold"])
         if kind == "loss":
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
                                       minute=hold)
             LOSSES.labels(query.get("loss", "") or "unknown").inc()
-            return "counted"
+            return _Counted("counted")
+        if kind == "win":
+            price = _clearing_price(query, index)
+            if price is None:
+                return _Counted("counted")
+            return _Counted("counted", to_micros(price), query["cur"])
         if kind != "billing":
-            return "counted"
+            return _Counted("counted")
         if query.get("test") == "1":
-            return "test"  # a test auction's billing moves no money and counts no cap
-        exchange = index.exchange(query["exchange"]) if index is not None else None
-        raw_price = query.get("price", "")
-        is_token = raw_price not in ("", "AUDIT") and not raw_price.startswith("${")
-        if exchange is not None and exchange.price_decryption and is_token:
-            try:
-                price: Decimal | None = decrypt_price(exchange.price_decryption, raw_price,
-                                                      key_ref=exchange.price_key_ref)
-            except PriceDecryptionError as error:
-                logger.error("exchange %s: price of bid %s not counted: %s", exchange.slug,
-                             query["bid"], error)
-                price = None
-        else:
-            price = _price(raw_price)
+            return _Counted("test")  # a test auction's billing moves no money, counts no cap
+        price = _clearing_price(query, index)
         if price is None:
             # Release the hold all the same: the auction is over.
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
                                       minute=hold)
-            return "no_price"
+            return _Counted("no_price")
         campaign = index.campaign(campaign_id) if index is not None else None
         currency = campaign.currency if campaign is not None else query["cur"]
         time_zone = campaign.time_zone if campaign is not None else "UTC"
@@ -157,14 +172,32 @@ class NoticeHandler:
         except UnknownCurrency:
             logger.error("no rate from %s to %s: bid %s billed %s not counted", query["cur"],
                          currency, query["bid"], price)
-            return "no_price"
+            return _Counted("no_price")
+        spend_micros = to_micros(spend)
         await self.ledger.commit(campaign_id=campaign_id, time_zone=time_zone,
-                                 hold_id=query["bid"], minute=hold, spend=to_micros(spend),
+                                 hold_id=query["bid"], minute=hold, spend=spend_micros,
                                  now=now)
         if query.get("user"):
             await self.ledger.count_impression(user=query["user"], campaign_id=campaign_id,
                                                now=now)
-        return "counted"
+        return _Counted("counted", spend_micros, currency)
+
+
+def _clearing_price(query: dict[str, str], index: CampaignIndex | None) -> Decimal | None:
+    """The notice's `price` (CPM in the bid's currency), decrypted for exchanges that encrypt
+    it; None when it is absent, `AUDIT`, malformed or fails its integrity check."""
+    exchange = index.exchange(query["exchange"]) if index is not None else None
+    raw_price = query.get("price", "")
+    is_token = raw_price not in ("", "AUDIT") and not raw_price.startswith("${")
+    if exchange is not None and exchange.price_decryption and is_token:
+        try:
+            return decrypt_price(exchange.price_decryption, raw_price,
+                                 key_ref=exchange.price_key_ref)
+        except PriceDecryptionError as error:
+            logger.error("exchange %s: price of bid %s not counted: %s", exchange.slug,
+                         query["bid"], error)
+            return None
+    return _price(raw_price)
 
 
 def _with_click_token(landing: str, secret: bytes, query: dict[str, str]) -> str:

@@ -4,7 +4,10 @@
 buckets (falling back to the shipped model when the registry has published none), then
 follows `config.snapshot` and `models.update` so every change reaches the running bidder.
 It owns the agent pool every transport bids through, and starts the transports besides HTTP:
-bid agents on the bus (always) and the gRPC server (when given a port).
+bid agents on the bus (always) and the gRPC server (when given a port). It also owns the
+process's analytics buffer and its publisher (`analytics.pipeline`): every decision and
+counted notice becomes an event there, published in batches on the `ANALYTICS` stream, and
+`stop` publishes what is left.
 
 Django-free: the bidder process and the embedded platform both run it.
 """
@@ -15,12 +18,14 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
+from analytics.pipeline import EventBuffer, Publisher
 from bidding import metrics
 from bidding import snapshot as snapshots
 from bidding.agents import AgentPool
 from bidding.budget import Ledger
 from bidding.bus_agents import BusAgents
 from bidding.engine import BidEngine, EngineSettings
+from bidding.events import BidEvents
 from bidding.gateway import Gateway
 from bidding.handler import BidHandler
 from bidding.notices import NoticeHandler
@@ -55,11 +60,16 @@ class BidderService:
                                 settings=EngineSettings(public_url=config.public_url,
                                                         secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None
+        self.events = BidEvents(buffer=EventBuffer(capacity=config.analytics_buffer_events),
+                                node=config.node_id)
+        self.publisher = Publisher(buffer=self.events.buffer, bus=bus,
+                                   batch_size=config.analytics_publish_batch,
+                                   interval=config.analytics_publish_interval_ms / 1000)
         self.notices = NoticeHandler(store=store, ledger=self.engine.ledger,
-                                     secret=config.secret_key.encode())
+                                     secret=config.secret_key.encode(), events=self.events)
         self.handler = BidHandler(self)
         self.agents = AgentPool(self.handler, agents=config.agents_per_node,
-                                queue_size=agent_queue_size)
+                                queue_size=agent_queue_size, on_turned_away=self.events.no_bid)
         self.gateway = Gateway(handler=self.handler, agents=self.agents,
                                is_ready=lambda: self.is_ready)
         self.bus_agents = BusAgents(bus=bus, gateway=self.gateway)
@@ -78,6 +88,7 @@ class BidderService:
 
     async def start(self) -> None:
         await self.bus.connect()
+        self.publisher.start()
         await self.runtime.restore(self.bus)
         if not self.runtime.is_ready:
             await self.runtime.apply(self._shipped_model())
@@ -139,6 +150,7 @@ class BidderService:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
         await self.runtime.close()
+        await self.publisher.stop()
 
 
 def _file_sha256(path: str) -> str:

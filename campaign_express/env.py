@@ -68,6 +68,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}ANALYTICS__ROLLUP_LOOKBACK_HOURS", "3",
              "closed hours the rollup task computes again on every run, so events that reach "
              "ClickHouse late (a sink catching up after an outage) are counted"),
+    Variable(f"{PREFIX}ANALYTICS__BUFFER_EVENTS", "100000",
+             "analytics events a process holds while the bus is away; past it new events are "
+             "dropped and counted in analytics_dropped_total"),
+    Variable(f"{PREFIX}ANALYTICS__PUBLISH_BATCH", "1000",
+             "analytics events per published message: a full batch goes at once"),
+    Variable(f"{PREFIX}ANALYTICS__PUBLISH_INTERVAL_MS", "200",
+             "... else what is buffered goes this often"),
     Variable(f"{PREFIX}NPU__DEVICE", "cpu",
              "inference device; `xdna` implies the `xdna` provider when PROVIDER is unset"),
     Variable(f"{PREFIX}NPU__PROVIDER", "(from DEVICE: cpu)",
@@ -107,6 +114,14 @@ VARIABLES: tuple[Variable, ...] = (
              "log filter in RUST_LOG style: a default level, then `logger=level` pairs, "
              "comma-separated (`info,campaigns=debug,django.db=warning`)"),
     Variable(f"{PREFIX}LOG_FORMAT", "text", "`text` for people, `json` for log collectors"),
+    Variable(f"{PREFIX}EMAIL__HOST", "",
+             "SMTP server that sends scheduled reports; empty sends no email"),
+    Variable(f"{PREFIX}EMAIL__PORT", "587", "SMTP port"),
+    Variable(f"{PREFIX}EMAIL__USER", "", "SMTP user name (empty: no login)"),
+    Variable(f"{PREFIX}EMAIL__PASSWORD", "", "SMTP password"),
+    Variable(f"{PREFIX}EMAIL__USE_TLS", "true", "STARTTLS on the SMTP connection"),
+    Variable(f"{PREFIX}EMAIL__FROM", "Campaign Express <reports@localhost>",
+             "sender address of report emails"),
     Variable(f"{PREFIX}MEDIA__S3_BUCKET", "",
              "store uploaded creative assets in this S3-compatible bucket instead of "
              "DATA_DIR/media"),
@@ -159,6 +174,9 @@ class Config:
     analytics_sink_interval_ms: int
     analytics_retention_days: int
     analytics_rollup_lookback_hours: int
+    analytics_buffer_events: int
+    analytics_publish_batch: int
+    analytics_publish_interval_ms: int
     npu_batcher_flush_us: int
     npu_remote_url: str
     npu_remote_model: str
@@ -171,6 +189,12 @@ class Config:
     dsp_enabled: bool
     log_filter: str
     log_format: str
+    email_host: str
+    email_port: int
+    email_user: str
+    email_password: str
+    email_use_tls: bool
+    email_from: str
     media_s3_bucket: str
     media_s3_endpoint_url: str
     database_url: str
@@ -285,6 +309,12 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
                                               high=36_500),
         analytics_rollup_lookback_hours=read.integer(
             f"{PREFIX}ANALYTICS__ROLLUP_LOOKBACK_HOURS", high=24 * 31),
+        analytics_buffer_events=read.integer(f"{PREFIX}ANALYTICS__BUFFER_EVENTS", low=1,
+                                             high=100_000_000),
+        analytics_publish_batch=read.integer(f"{PREFIX}ANALYTICS__PUBLISH_BATCH", low=1,
+                                             high=1_000_000),
+        analytics_publish_interval_ms=read.integer(f"{PREFIX}ANALYTICS__PUBLISH_INTERVAL_MS",
+                                                   low=1, high=60_000),
         npu_batcher_max_items=read.integer(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", low=1,
                                            high=4096),
         npu_batcher_flush_us=read.integer(f"{PREFIX}NPU__BATCHER_FLUSH_US", low=0,
@@ -301,6 +331,12 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         dsp_enabled=read.boolean(f"{PREFIX}DSP__ENABLED"),
         log_filter=read.text(f"{PREFIX}LOG"),
         log_format=read.choice(f"{PREFIX}LOG_FORMAT", ("text", "json")),
+        email_host=read.raw(f"{PREFIX}EMAIL__HOST"),
+        email_port=read.integer(f"{PREFIX}EMAIL__PORT", low=1, high=65535),
+        email_user=read.raw(f"{PREFIX}EMAIL__USER"),
+        email_password=read.raw(f"{PREFIX}EMAIL__PASSWORD"),
+        email_use_tls=read.boolean(f"{PREFIX}EMAIL__USE_TLS"),
+        email_from=read.text(f"{PREFIX}EMAIL__FROM"),
         media_s3_bucket=read.raw(f"{PREFIX}MEDIA__S3_BUCKET"),
         media_s3_endpoint_url=read.raw(f"{PREFIX}MEDIA__S3_ENDPOINT_URL"),
         database_url=read.raw("DATABASE_URL")

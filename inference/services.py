@@ -2,7 +2,9 @@
 
 Validation and rollouts run in the worker (Celery, or in-process in embedded mode). Bidders
 hear of a version through `models.update` and the `models` key-value bucket; what they
-report back (load status, per-version counters) comes through the store.
+report back (load status, per-version counters) comes through the store. Each rollout stage
+change (canary start, promotion, roll-back, failure) is also a `model_rollout` analytics event,
+so reports can line bidding figures up with the model that produced them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from analytics.emit import events_publish
+from analytics.events import Event, EventType
 from campaign_express.errors import DomainError
 from campaign_express.platform import bus_call, store_call
 from campaign_express.tasks import enqueue_on_commit
@@ -269,6 +273,7 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> Rollout:
         model_version.status = Status.CANARY
         model_version.save(update_fields=["status"])
         _publish(_update(model_version, rollout.canary_share), role="canary")
+        _rollout_event(rollout, now)
         return rollout
 
     if now < rollout.canary_started_at + timedelta(seconds=rollout.soak_seconds):
@@ -313,7 +318,23 @@ def _roll_back(rollout: Rollout, now: datetime, decision: dict[str, Any]) -> Rol
 def _finish(rollout: Rollout, stage: str, now: datetime, decision: dict[str, Any]) -> Rollout:
     rollout.stage, rollout.finished_at, rollout.decision = stage, now, decision
     rollout.save(update_fields=["stage", "finished_at", "decision"])
+    _rollout_event(rollout, now)
     return rollout
+
+
+def _rollout_event(rollout: Rollout, now: datetime) -> None:
+    """The stage the rollout just reached, as a `model_rollout` event (`reason` is the stage);
+    a bus that is away costs the event, never the rollout."""
+    model_version = rollout.model_version
+    events_publish([Event(
+        event_type=EventType.MODEL_ROLLOUT,
+        timestamp=now if timezone.is_aware(now) else timezone.now(), node=settings.CONFIG.node_id,
+        reason=str(rollout.stage),
+        attributes={"rollout": str(rollout.pk), "model": model_version.name,
+                    "version": model_version.version,
+                    "baseline_version": rollout.baseline_version,
+                    "canary_share": str(rollout.canary_share),
+                    "decision": str(rollout.decision.get("reason", ""))})])
 
 
 def rollouts_advance() -> int:

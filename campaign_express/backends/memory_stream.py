@@ -14,6 +14,7 @@ its own event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -114,11 +115,9 @@ class MemoryStream:
             waiter: asyncio.Future[None] = loop.create_future()
             with self._lock:
                 self._waiters.append((loop, waiter))
-            try:
-                # Also wakes for redeliveries: at most every 50 ms checks expired acks.
+            # Also wakes for redeliveries: at most every 50 ms checks expired acks.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), min(remaining, 0.05))
-            except TimeoutError:
-                pass
 
     def settle(self, consumer_name: str, sequence: int, *, is_done: bool) -> None:
         """Ack (`is_done`) removes the message from the consumer; nak makes it due now."""
@@ -136,7 +135,9 @@ class MemoryStream:
         """Messages the consumer has not acked yet: not delivered plus awaiting ack."""
         with self._lock:
             consumer = self._consumers.setdefault(consumer_name, _Consumer())
-            undelivered = sum(1 for sequence in self._messages if sequence >= consumer.next_sequence)
+            undelivered = sum(
+                1 for sequence in self._messages if sequence >= consumer.next_sequence
+            )
             return undelivered + len(consumer.unacked)
 
     def _trim(self) -> None:

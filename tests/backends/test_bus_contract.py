@@ -361,7 +361,8 @@ async def test_stream_fetch_returns_published_messages_in_order(backend: BusUnde
     stream, subject = await backend.stream("events")
 
     for number in range(5):
-        assert await backend.bus.stream_publish(subject, f"m{number}".encode(), msg_id=f"id{number}")
+        payload = f"m{number}".encode()
+        assert await backend.bus.stream_publish(subject, payload, msg_id=f"id{number}")
     first = await backend.bus.stream_fetch(stream, "sink", batch=3, timeout=1)
     second = await backend.bus.stream_fetch(stream, "sink", batch=10, timeout=1)
 
