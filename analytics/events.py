@@ -102,7 +102,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("Event.timestamp must be timezone-aware")
 
 
-# Column order of `analytics_events` (analytics/schema.py) and of `to_row`.
+# Column order of `analytics_events` (analytics/clickhouse_migrations/0001_analytics_events.sql)
+# and of `to_row`.
 COLUMNS: tuple[str, ...] = (
     "event_id",
     "event_type",
