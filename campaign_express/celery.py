@@ -49,6 +49,31 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": schedule(timedelta(seconds=10)),
         "options": {"expires": 9},
     },
+    # Hourly rollups of closed hours, plus the last few again for late events. Five minutes
+    # puts a closed hour into the rollups soon after it ends (reports read raw events for the
+    # hours not rolled up yet, so this bounds their cost, not their correctness); a run with
+    # nothing new recomputes three hours, a small read.
+    "analytics-rollups": {
+        "task": "analytics.tasks.rollups_compute",
+        "schedule": schedule(timedelta(minutes=5)),
+        "options": {"expires": 270},
+    },
+    # Retention: the TTL kept at the setting, and months wholly past it dropped (the only
+    # retention on servers without TTL). Hourly, because a run with nothing due is two small
+    # system-table reads, and a month then outlives its retention by at most an hour.
+    "analytics-retention": {
+        "task": "analytics.tasks.retention_enforce",
+        "schedule": schedule(timedelta(hours=1)),
+        "options": {"expires": 3000},
+    },
+    # Scheduled reports: each active definition for its last closed period (a period closes
+    # an hour after it ends, UTC). Hourly runs a newly closed period within the hour; a period
+    # already run is a single lookup, and a failed one (ClickHouse down) is retried here.
+    "analytics-reports": {
+        "task": "analytics.tasks.reports_run_due",
+        "schedule": schedule(timedelta(hours=1)),
+        "options": {"expires": 3000},
+    },
 }
 
 app = Celery("campaign_express")

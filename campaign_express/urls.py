@@ -5,6 +5,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from analytics.admin_views import live_view
 from campaign_express import health
 
 admin.site.site_header = "Campaign Express"
@@ -15,10 +16,12 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("live", health.live, name="live"),
     path("ready", health.ready, name="ready"),
+    path("admin/analytics/live/", live_view, name="analytics-live"),
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("inference.urls")),
+    path("api/v1/", include("analytics.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),

@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
+from analytics.admin import campaign_performance_panel
 from campaign_express.errors import DomainError
 from campaigns import exchanges, selectors, services
 from campaigns.forms import CampaignForm, CreativeForm, CurrencyRateForm, ExchangeForm, NoteForm
@@ -169,7 +170,7 @@ class CampaignAdmin(ScopedAdmin):
     search_fields = ["name", "advertiser__name", "deal_ids"]
     date_hierarchy = "start_at"
     readonly_fields = ["status", "spent", "created_by", "submitted_by", "approved_by",
-                       "approved_at", "review_note", "history"]
+                       "approved_at", "review_note", "history", "performance"]
     fieldsets = [
         (None, {"fields": ["advertiser", "name", "status", "review_note"]}),
         ("Schedule", {"fields": ["start_at", "end_at", "dayparts"]}),
@@ -182,6 +183,7 @@ class CampaignAdmin(ScopedAdmin):
                                   "app_bundles_allow", "app_bundles_block", "categories",
                                   "segments", "loyalty_tiers", "deal_ids"]}),
         ("Review", {"fields": ["created_by", "submitted_by", "approved_by", "approved_at"]}),
+        ("Performance, last 7 days", {"fields": ["performance"]}),
         ("History", {"fields": ["history"]}),
     ]
     actions = [
@@ -232,6 +234,10 @@ class CampaignAdmin(ScopedAdmin):
         return format_html("<table><thead><tr><th>When</th><th>Who</th><th>What</th>"
                            "<th>Status</th><th>Changes</th></tr></thead><tbody>{}</tbody>"
                            "</table>", rows)
+
+    @admin.display(description="numbers and chart")
+    def performance(self, campaign: Campaign) -> str:
+        return "—" if campaign.pk is None else campaign_performance_panel(campaign=campaign)
 
     @admin.action(description="Reject selected campaigns (with a note)")
     def reject_campaigns(self, request, queryset: QuerySet[Campaign]):

@@ -19,6 +19,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.add_creative", "campaigns.change_creative", "campaigns.delete_creative",
         "campaigns.view_creative",
         "campaigns.view_auditentry", "campaigns.view_campaigndailyspend",
+        # Scheduled reports over their own advertisers (the admin scopes them).
+        "analytics.add_reportdefinition", "analytics.change_reportdefinition",
+        "analytics.delete_reportdefinition", "analytics.view_reportdefinition",
+        "analytics.view_reportrun",
     ],
     APPROVER: [
         "campaigns.access_all_advertisers", "campaigns.view_advertiser",

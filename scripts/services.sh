@@ -103,10 +103,17 @@ ensure_clickhouse() {
     wait_until ClickHouse /var/log/clickhouse-server/clickhouse-server.err.log clickhouse_answers
 }
 
+# The headless browser tests (tests/analytics/test_browser.py) drive Debian's chromium.
+ensure_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    install_packages chromium chromium-driver
+}
+
 ensure_postgres
 ensure_redis
 ensure_nats
 ensure_clickhouse
+ensure_browser
 
 echo "export TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres"
 echo "export TEST_REDIS_URL=redis://127.0.0.1:6379/15"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -47,3 +48,13 @@ def clickhouse_url() -> str:
 @pytest.fixture
 def postgres_url() -> str:
     return service_url("TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def analytics_client_closed_after_test():
+    """chDB opens one data directory per process: a test that opened the process's analytics
+    client (a campaign admin page does) closes it, so the next test may open another."""
+    yield
+    platform = sys.modules.get("campaign_express.platform")
+    if platform is not None:
+        platform.analytics_close()

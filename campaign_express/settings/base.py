@@ -156,6 +156,20 @@ REDIS_URL = CONFIG.redis_url
 NATS_URL = CONFIG.nats_url
 CLICKHOUSE_URL = CONFIG.clickhouse_url
 CHDB_PATH = DATA_DIR / "chdb"
+# The live view's websocket groups: Redis lets any web process serve any socket; in-process
+# otherwise (embedded mode, tests).
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                              "CONFIG": {"hosts": [REDIS_URL]}} if REDIS_URL else
+                  {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Scheduled reports are emailed only when EMAIL_HOST is set (analytics.services).
+EMAIL_HOST = CONFIG.email_host
+EMAIL_PORT = CONFIG.email_port
+EMAIL_HOST_USER = CONFIG.email_user
+EMAIL_HOST_PASSWORD = CONFIG.email_password
+EMAIL_USE_TLS = CONFIG.email_use_tls
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = CONFIG.email_from
 
 CELERY_BROKER_URL = CONFIG.celery_broker_url
 CELERY_TASK_IGNORE_RESULT = True
