@@ -39,8 +39,9 @@ class PlatformRouter:
         return receive_message
 
 
-def embedded_application() -> PlatformRouter:
-    """Django and the bidder in one process, sharing the in-process bus and store."""
+def embedded_application(*, grpc_port: int | None = None) -> PlatformRouter:
+    """Django and the bidder in one process, sharing the in-process bus and store; the
+    bidder's gRPC server on `grpc_port` when given (0: any free port)."""
     from django.conf import settings
 
     from analytics.consumers import live_feed_stop
@@ -49,5 +50,6 @@ def embedded_application() -> PlatformRouter:
     from campaign_express.asgi import application as web
     from campaign_express.platform import process_bus, process_store
 
-    service = BidderService(config=settings.CONFIG, bus=process_bus(), store=process_store())
+    service = BidderService(config=settings.CONFIG, bus=process_bus(), store=process_store(),
+                            grpc_port=grpc_port)
     return PlatformRouter(web=web, bidder=BidderApp(service), on_shutdown=live_feed_stop)

@@ -52,11 +52,13 @@ def _clean_environment(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
 
 @contextmanager
 def running_platform(data_dir: Path, *, demo: bool = False,
-                     environ: dict[str, str] | None = None) -> Iterator[str]:
+                     environ: dict[str, str] | None = None,
+                     grpc_port: int | None = None) -> Iterator[str]:
     """Yield the base URL of a platform started with `manage.py run`; stop it by its pid."""
     port = free_port()
     log = (data_dir / "platform.log").open("w")
-    arguments = [sys.executable, "manage.py", "run", "--host", "127.0.0.1", "--port", str(port)]
+    arguments = [sys.executable, "manage.py", "run", "--host", "127.0.0.1", "--port", str(port),
+                 "--grpc-port", str(grpc_port or free_port())]
     process = subprocess.Popen(arguments + (["--demo"] if demo else []), cwd=ROOT,
                                env=_clean_environment(data_dir, environ or {}),
                                stdout=log, stderr=subprocess.STDOUT)

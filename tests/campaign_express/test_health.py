@@ -1,8 +1,20 @@
+import json
+import re
+import time
+from datetime import UTC, datetime
+
+import grpc
 import httpx
 import pytest
 
 from campaign_express.platform import analytics_close
-from tests.campaign_express.platform import ROOT, private_postgres, private_redis, running_platform
+from tests.campaign_express.platform import (
+    ROOT,
+    free_port,
+    private_postgres,
+    private_redis,
+    running_platform,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +41,26 @@ def test_ready_lists_every_backend_and_is_ready_with_a_database(client, analytic
     assert (analytics["kind"], analytics["ok"]) == ("chdb", True)
 
 
+def _grpc_bid(port: int, body: bytes) -> tuple[int, bytes]:
+    from bidding import grpc_stubs
+
+    messages, services = grpc_stubs.load()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = services.BiddingServiceStub(channel).ProcessBid(
+            messages.BidRequest(openrtb=body), timeout=10)
+    return response.status, response.body
+
+
+def _demo_password(log: str, username: str) -> str:
+    match = re.search(rf"\b{username}\s+password: (\S+)", log)
+    assert match is not None, log[-2000:]
+    return match.group(1)
+
+
 @pytest.mark.slow
 def test_embedded_platform_boots_with_demo_data_and_serves_admin_api_and_docs(tmp_path):
-    with running_platform(tmp_path, demo=True) as base:
+    grpc_port = free_port()
+    with running_platform(tmp_path, demo=True, grpc_port=grpc_port) as base:
         assert httpx.get(f"{base}/health").json() == {"status": "ok"}
         ready = httpx.get(f"{base}/ready")
         assert ready.status_code == 200
@@ -47,6 +76,25 @@ def test_embedded_platform_boots_with_demo_data_and_serves_admin_api_and_docs(tm
                          headers={"content-type": "application/json"})
         assert bid.status_code == 200, bid.text
         assert bid.json()["seatbid"][0]["bid"][0]["adomain"] == ["northwindcoffee.example"]
+        status, body = _grpc_bid(grpc_port, sample)
+        assert status == 200 and json.loads(body)["seatbid"][0]["bid"][0]["adomain"] == [
+            "northwindcoffee.example"]
+        # Both bids reach chDB through the event pipeline and show in the marketer's report.
+        token = httpx.post(f"{base}/api/v1/auth/token/", data={
+            "username": "marketer", "password": _demo_password(
+                (tmp_path / "platform.log").read_text(), "marketer")}).json()["token"]
+        today = datetime.now(UTC).date().isoformat()
+        deadline = time.monotonic() + 30
+        while True:
+            report = httpx.get(f"{base}/api/v1/reports/campaign-performance/", params={
+                "start": today, "end": today, "grain": "day", "group_by": "advertiser"},
+                headers={"Authorization": f"Token {token}"})
+            assert report.status_code == 200, report.text
+            totals = report.json()["total"]
+            if totals["bids"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (totals["bids"], totals["wins"]) == (2, 0)
     log = (tmp_path / "platform.log").read_text()
     assert "marketer" in log and "password:" in log
     assert (tmp_path / "campaign_express.sqlite3").exists()

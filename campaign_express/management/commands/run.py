@@ -20,12 +20,14 @@ class Command(BaseCommand):
         parser.add_argument("--demo", action="store_true", help="load demo data (idempotent)")
         parser.add_argument("--host", default=settings.CONFIG.api_host)
         parser.add_argument("--port", type=int, default=settings.CONFIG.http_port)
+        parser.add_argument("--grpc-port", type=int, default=settings.CONFIG.grpc_port,
+                            help="the bidder's gRPC port (0: none)")
         parser.add_argument("--no-migrate", action="store_true",
                             help="skip `migrate` and `migrate_clickhouse` (production runs them "
                                  "as their own step)")
 
-    def handle(self, *args, demo: bool, host: str, port: int, no_migrate: bool,
-               **options) -> None:
+    def handle(self, *args, demo: bool, host: str, port: int, grpc_port: int,
+               no_migrate: bool, **options) -> None:
         import uvicorn
 
         from campaign_express.celery import BEAT_SCHEDULE
@@ -60,15 +62,18 @@ class Command(BaseCommand):
             f"  admin      {base}/admin/\n"
             f"  API        {base}/api/v1/\n"
             f"  API docs   {base}/api/docs/\n"
+            f"  live view  {base}/admin/analytics/live/\n"
             f"  health     {base}/health   readiness {base}/ready\n"
+            + (f"  gRPC       {shown}:{grpc_port} (campaign.bidding.v1.BiddingService)\n"
+               if grpc_port else "") +
             f"  API token  curl -s -X POST {base}/api/v1/auth/token/ "
             "-d username=marketer -d password=PASSWORD\n"
             f"  campaigns  curl -s {base}/api/v1/campaigns/ -H 'Authorization: Token TOKEN'\n"
             f"  a bid      curl -s -X POST {base}/v1/bid -H 'Content-Type: application/json' "
             "--data @docs/examples/bid-request.json\n")
         try:
-            uvicorn.run(embedded_application(), host=host, port=port, lifespan="on",
-                        log_level="info", access_log=False)
+            uvicorn.run(embedded_application(grpc_port=grpc_port or None), host=host,
+                        port=port, lifespan="on", log_level="info", access_log=False)
         finally:
             if isinstance(tasks, InProcessRunner):
                 tasks.stop()
