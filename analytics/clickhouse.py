@@ -61,6 +61,13 @@ class AnalyticsBackend(Protocol):
         """One INSERT statement for all `rows`; returns how many were inserted."""
         ...
 
+    def insert_columns(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]
+    ) -> int:
+        """`insert` with the values given column by column (`data[i]` for `columns[i]`), the
+        shape the native protocol sends: the sink builds it without making rows first."""
+        ...
+
     def ping(self) -> None: ...
 
     def server_version(self) -> tuple[int, ...]: ...
@@ -165,12 +172,18 @@ class ClickHouseBackend(_Probes):
         _check_insert(table, columns)
         if not rows:
             return 0
+        return self.insert_columns(table, columns, [list(column) for column in zip(*rows,
+                                                                                   strict=True)])
+
+    def insert_columns(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]
+    ) -> int:
+        _check_insert(table, columns)
+        if not data or not data[0]:
+            return 0
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
-        # Columnar: the driver writes each column as it is, without transposing rows itself.
-        data = [list(column) for column in zip(*rows, strict=True)]
         with self._lock, _driver_errors():
             return int(self._connected().execute(statement, data, columnar=True))
-
 
     def close(self) -> None:
         with self._lock:
@@ -292,6 +305,10 @@ class ChdbBackend(_Probes):
         self._run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}")
         return len(rows)
 
+    def insert_columns(
+        self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]
+    ) -> int:
+        return self.insert(table, columns, list(zip(*data, strict=True)))
 
     def close(self) -> None:
         with self._lock:

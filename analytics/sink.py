@@ -23,13 +23,12 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 from prometheus_client import Counter, Gauge
 
 from analytics.clickhouse import AnalyticsBackend, AnalyticsError
-from analytics.events import COLUMNS, decode_batch, to_row
+from analytics.events import COLUMNS, Event, decode_batch, to_columns
 from analytics.pipeline import DUPLICATE_WINDOW_SECONDS, FLUSH_ERRORS, STREAM, SUBJECT
 from campaign_express.backends.bus import Bus, BusUnavailable, StreamMessage
 
@@ -82,9 +81,9 @@ class Sink:
             await self.bus.stream_ensure(self.dead_letter_stream, (self.dead_letter_subject,))
             self._is_ready = True
 
-    async def _collect(self) -> list[tuple[StreamMessage, list[tuple[Any, ...]]]]:
-        """Messages with their rows, until `batch_rows` rows or `interval` seconds."""
-        collected: list[tuple[StreamMessage, list[tuple[Any, ...]]]] = []
+    async def _collect(self) -> list[tuple[StreamMessage, list[Event]]]:
+        """Messages with their events, until `batch_rows` events or `interval` seconds."""
+        collected: list[tuple[StreamMessage, list[Event]]] = []
         rows = 0
         deadline: float | None = None
         while rows < self.batch_rows:
@@ -103,16 +102,16 @@ class Sink:
                 continue
             deadline = deadline or now + self.interval
             for message in messages:
-                message_rows = await self._rows(message)
-                if message_rows is not None:
-                    collected.append((message, message_rows))
-                    rows += len(message_rows)
-                    self._rows_per_message = max(1, len(message_rows))
+                events = await self._events(message)
+                if events is not None:
+                    collected.append((message, events))
+                    rows += len(events)
+                    self._rows_per_message = max(1, len(events))
         return collected
 
-    async def _rows(self, message: StreamMessage) -> list[tuple[Any, ...]] | None:
+    async def _events(self, message: StreamMessage) -> list[Event] | None:
         try:
-            return [to_row(event) for event in decode_batch(message.data)]
+            return decode_batch(message.data)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
             reason = type(error).__name__
             logger.error("analytics: parked message %d on %s: %s", message.sequence,
@@ -135,22 +134,23 @@ class Sink:
         collected = await self._collect()
         if not collected:
             return 0
-        rows = [row for _, message_rows in collected for row in message_rows]
+        events = [event for _, message_events in collected for event in message_events]
         try:
-            if rows:
-                await asyncio.to_thread(self.backend.insert, TABLE, COLUMNS, rows)
+            if events:
+                await asyncio.to_thread(self.backend.insert_columns, TABLE, COLUMNS,
+                                        to_columns(events))
         except AnalyticsError:
             FLUSH_ERRORS.labels(stage="insert").inc()
             await _settle_quietly([message for message, _ in collected], is_done=False)
             raise
         for message, _ in collected:
             await message.ack()
-        if rows:
-            INSERTED.inc(len(rows))
+        if events:
+            INSERTED.inc(len(events))
             INSERTS.inc()
-            oldest = min(row[COLUMNS.index("timestamp")] for row in rows)
-            LAG_SECONDS.set(max(0.0, time.time() - oldest))
-        return len(rows)
+            oldest = min(event.timestamp for event in events)
+            LAG_SECONDS.set(max(0.0, time.time() - oldest.timestamp()))
+        return len(events)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Flush until `stop` is set, backing off while ClickHouse or the bus is away."""

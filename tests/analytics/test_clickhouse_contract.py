@@ -20,7 +20,7 @@ from analytics.clickhouse import (
     ClickHouseBackend,
     analytics_from_url,
 )
-from analytics.events import COLUMNS, Event, EventType, to_row
+from analytics.events import COLUMNS, Event, EventType, to_columns, to_row
 from analytics.migrate import migrations_apply
 
 EXPECTED_TYPES = [
@@ -126,6 +126,18 @@ def test_inserted_events_read_back_as_the_same_rows(backend: AnalyticsBackend) -
     assert inserted == 2
     assert rows == [_as_read(to_row(bid)), _as_read(to_row(win))]
     assert rows[1][2] == datetime(2024, 5, 17, 12, 30, 45, tzinfo=UTC)
+
+
+def test_events_inserted_by_columns_read_back_as_their_rows(backend: AnalyticsBackend) -> None:
+    create_events_table(backend)
+    events = [make_event(attributes={"media": "video", "deal": "d-9"}),
+              make_event(event_type=EventType.CLICK, user_id="user-3")]
+
+    inserted = backend.insert_columns("analytics_events", COLUMNS, to_columns(events))
+
+    rows = backend.query(f"SELECT {', '.join(COLUMNS)} FROM analytics_events ORDER BY event_type")
+    assert inserted == 2
+    assert rows == [_as_read(to_row(events[0])), _as_read(to_row(events[1]))]
 
 
 def test_a_replayed_event_counts_once_with_final(backend: AnalyticsBackend) -> None:

@@ -15,6 +15,7 @@ from analytics.events import (
     EventType,
     decode_batch,
     encode_batch,
+    to_columns,
     to_row,
 )
 
@@ -163,3 +164,14 @@ def test_to_row_follows_columns_with_epoch_seconds_and_sorted_attributes() -> No
         "attribute_keys": ["a", "z"],
         "attribute_values": ["first", "last"],
     }
+
+
+def test_to_columns_holds_the_rows_of_to_row_column_by_column() -> None:
+    events = [Event(event_type=EventType.BID, node="n", attributes={"b": "2", "a": "1"}),
+              Event(event_type=EventType.WIN, node="n", price_micros=7)]
+
+    columns = to_columns(events)
+
+    assert len(columns) == len(COLUMNS)
+    assert [tuple(row) for row in zip(*columns, strict=True)] == [to_row(event)
+                                                                  for event in events]
