@@ -131,9 +131,10 @@ class Sink:
         Raises `AnalyticsError` or `BusUnavailable` after nak'ing what it held.
         """
         await self._ensure_streams()
-        collected = await self._collect()
-        if not collected:
-            return 0
+        return await self._insert(await self._collect())
+
+    async def _insert(self, collected: list[tuple[StreamMessage, list[Event]]]) -> int:
+        """One INSERT for the collected messages' events, then their acks."""
         events = [event for _, message_events in collected for event in message_events]
         try:
             if events:
@@ -153,24 +154,40 @@ class Sink:
         return len(events)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Flush until `stop` is set, backing off while ClickHouse or the bus is away."""
+        """Flush until `stop` is set, backing off while ClickHouse or the bus is away.
+
+        The next batch is collected while the last one is being inserted (at most one
+        INSERT in flight), so fetching and decoding overlap ClickHouse's work; each batch
+        is still acked only after its own INSERT succeeded.
+        """
         stop = stop or asyncio.Event()
         backoff = 0.5
         last_lag_check = 0.0
+        inserting: asyncio.Task[int] | None = None
         while not stop.is_set():
+            collected: list[tuple[StreamMessage, list[Event]]] = []
             try:
-                inserted = await self.flush_once()
+                await self._ensure_streams()
+                collected = await self._collect()
+                if inserting is not None:
+                    previous, inserting = inserting, None
+                    await previous
+                if collected:
+                    inserting = asyncio.create_task(self._insert(collected))
+                    collected = []
                 backoff = 0.5
                 if time.monotonic() - last_lag_check >= 5:
                     LAG.set(await self.bus.stream_pending(self.stream, self.consumer))
                     last_lag_check = time.monotonic()
-                if inserted:
-                    logger.debug("analytics: inserted %d events", inserted)
             except (AnalyticsError, BusUnavailable) as error:
+                await _settle_quietly([message for message, _ in collected], is_done=False)
                 logger.warning("analytics sink: %s; retrying in %.1f s", error, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+        if inserting is not None:
+            with contextlib.suppress(AnalyticsError, BusUnavailable):
+                await inserting
 
 
 async def _settle_quietly(messages: Sequence[StreamMessage], *, is_done: bool) -> None:

@@ -336,7 +336,7 @@ class NatsBus:
         subscription = await self._pull_subscription(stream, consumer, ack_wait)
         try:
             messages = await subscription.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
             return []
         except (nats.errors.Error, OSError) as error:
             raise BusUnavailable(f"nats stream_fetch: {error!r}") from error
