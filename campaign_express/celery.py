@@ -11,7 +11,7 @@ import os
 from datetime import timedelta
 
 from celery import Celery
-from celery.schedules import schedule
+from celery.schedules import crontab, schedule
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "campaign_express.settings.base")
 
@@ -73,6 +73,14 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "analytics.tasks.reports_run_due",
         "schedule": schedule(timedelta(hours=1)),
         "options": {"expires": 3000},
+    },
+    # Loyalty's daily run: qualifying-period resets, tier downgrades, point expiry and
+    # birthday rewards, all keyed by day or year, so a second run the same day does nothing.
+    # 03:15 UTC, a quiet hour for retail; a worker back within the day still runs it.
+    "loyalty-daily": {
+        "task": "loyalty.tasks.members_maintain",
+        "schedule": crontab(minute=15, hour=3),
+        "options": {"expires": 20 * 3600},
     },
 }
 

@@ -22,6 +22,8 @@ urlpatterns = [
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("inference.urls")),
     path("api/v1/", include("analytics.urls")),
+    path("api/v1/", include("loyalty.urls")),
+    path("v1/loyalty/", include("loyalty.client_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),

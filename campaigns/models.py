@@ -186,8 +186,27 @@ class Campaign(models.Model):
         for (_, shorter), (name, longer) in zip(caps, caps[1:], strict=False):
             if shorter is not None and longer is not None and longer < shorter:
                 errors[name] = "A cap over a longer period cannot be lower than a shorter one."
+        tiers_error = self._loyalty_tiers_error()
+        if tiers_error:
+            errors["loyalty_tiers"] = tiers_error
         if errors:
             raise ValidationError(errors)
+
+    def _loyalty_tiers_error(self) -> str:
+        """Targeted tiers must be tier names of the advertiser's loyalty program."""
+        if not self.loyalty_tiers or not isinstance(self.loyalty_tiers, list) or (
+                self.advertiser_id is None):
+            return ""
+        from loyalty.selectors import program_tier_names  # loyalty builds on campaigns
+
+        names = program_tier_names(advertiser_id=self.advertiser_id)
+        if names is None:
+            return "The advertiser has no loyalty program, so there are no tiers to target."
+        unknown = [tier for tier in self.loyalty_tiers if tier not in names]
+        if unknown:
+            return (f"Not a tier of the advertiser's loyalty program: "
+                    f"{', '.join(map(str, unknown))} (its tiers: {', '.join(names)}).")
+        return ""
 
 
 class Creative(models.Model):

@@ -23,6 +23,17 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "analytics.add_reportdefinition", "analytics.change_reportdefinition",
         "analytics.delete_reportdefinition", "analytics.view_reportdefinition",
         "analytics.view_reportrun",
+        # Loyalty programs of their own advertisers (the admin and API scope them); points
+        # move only by earning, redeeming and the daily task, so the ledger is read-only.
+        "loyalty.add_program", "loyalty.change_program", "loyalty.view_program",
+        "loyalty.add_tier", "loyalty.change_tier", "loyalty.delete_tier", "loyalty.view_tier",
+        "loyalty.add_reward", "loyalty.change_reward", "loyalty.delete_reward",
+        "loyalty.view_reward",
+        "loyalty.add_promotion", "loyalty.change_promotion", "loyalty.delete_promotion",
+        "loyalty.view_promotion",
+        "loyalty.add_member", "loyalty.change_member", "loyalty.view_member",
+        "loyalty.view_ledgerentry", "loyalty.view_tierchange",
+        "loyalty.add_apikey", "loyalty.change_apikey", "loyalty.view_apikey",
     ],
     APPROVER: [
         "campaigns.access_all_advertisers", "campaigns.view_advertiser",

@@ -30,6 +30,7 @@ from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapsh
 from campaign_express.platform import bus_call
 from campaign_express.tasks import enqueue_on_commit
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
+from loyalty.selectors import program_ids_by_advertiser
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def _creative_entry(creative: Creative) -> CreativeEntry:
         duration_seconds=creative.duration_seconds, is_secure=is_secure)
 
 
-def _campaign_entry(campaign: Campaign, creatives: tuple[CreativeEntry, ...]) -> CampaignEntry:
+def _campaign_entry(campaign: Campaign, creatives: tuple[CreativeEntry, ...],
+                    loyalty_program_id: int | None = None) -> CampaignEntry:
     return CampaignEntry(
         id=campaign.pk, advertiser_id=campaign.advertiser_id, name=campaign.name,
         currency=campaign.currency, time_zone=campaign.advertiser.time_zone,
@@ -91,8 +93,8 @@ def _campaign_entry(campaign: Campaign, creatives: tuple[CreativeEntry, ...]) ->
         app_bundles_allow=tuple(campaign.app_bundles_allow),
         app_bundles_block=tuple(campaign.app_bundles_block),
         categories=tuple(campaign.categories), segments=tuple(campaign.segments),
-        loyalty_tiers=tuple(campaign.loyalty_tiers), deal_ids=tuple(campaign.deal_ids),
-        creatives=creatives)
+        loyalty_tiers=tuple(campaign.loyalty_tiers), loyalty_program_id=loyalty_program_id,
+        deal_ids=tuple(campaign.deal_ids), creatives=creatives)
 
 
 def _exchange_entry(exchange: Exchange) -> ExchangeEntry:
@@ -107,8 +109,9 @@ def _exchange_entry(exchange: Exchange) -> ExchangeEntry:
 
 def snapshot_compile(*, version: int, now: datetime.datetime | None = None) -> Snapshot:
     """What bidding needs, as of now: active campaigns whose schedule has not ended, each with
-    its approved creatives (a campaign left with none is left out), active exchanges and the
-    currency rates.
+    its approved creatives (a campaign left with none is left out) and its advertiser's loyalty
+    program (the one its tiers and the bid boost refer to), active exchanges and the currency
+    rates.
 
     Paused, approved-but-not-started, draft and ended campaigns are out: a campaign bids only
     while it is active. Everything is ordered by id, so the same data compiles to the same
@@ -119,11 +122,13 @@ def snapshot_compile(*, version: int, now: datetime.datetime | None = None) -> S
     campaigns = (Campaign.objects.filter(status=Campaign.Status.ACTIVE, end_at__gt=now)
                  .select_related("advertiser").order_by("id")
                  .prefetch_related(Prefetch("creatives", queryset=approved)))
+    programs = program_ids_by_advertiser()
     entries = []
     for campaign in campaigns:
         creatives = tuple(_creative_entry(creative) for creative in campaign.creatives.all())
         if creatives:
-            entries.append(_campaign_entry(campaign, creatives))
+            entries.append(_campaign_entry(campaign, creatives,
+                                           programs.get(campaign.advertiser_id)))
     exchanges = tuple(_exchange_entry(exchange)
                       for exchange in Exchange.objects.filter(is_active=True).order_by("id"))
     rates = {"USD": Decimal(1)}

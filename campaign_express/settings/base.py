@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "campaigns",
     "inference",
     "analytics",
+    "loyalty",
 ]
 
 MIDDLEWARE = [
