@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -197,34 +196,3 @@ async def _settle_quietly(messages: Sequence[StreamMessage], *, is_done: bool) -
             await (message.ack() if is_done else message.nak())
         except BusUnavailable:
             return
-
-
-class SinkThread:
-    """A sink on its own thread and event loop: the embedded platform runs one beside the
-    server, so chDB inserts never stall the bid path's loop."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="analytics-sink", daemon=True)
-        self._started = threading.Event()
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._started.set()
-            await self.sink.bus.connect()
-            await self.sink.run(self._stop)
-
-        asyncio.run(main())
-
-    def start(self) -> None:
-        self._thread.start()
-        self._started.wait(5)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)

@@ -1,9 +1,9 @@
 """Run the whole platform in one process: web, bidder and scheduled tasks.
 
 Embedded mode's single command: it migrates, optionally loads demo data, starts the
-in-process task runner when no Celery broker is configured and the analytics sink when the
-event stream or chDB is in-process, and serves Django and the bidder on one port with
-uvicorn.
+in-process task runner when no Celery broker is configured, the analytics sink when the event
+stream or chDB is in-process and the loyalty ingest consumer when the bus is, and serves
+Django and the bidder on one port with uvicorn.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class Command(BaseCommand):
                no_migrate: bool, **options) -> None:
         import uvicorn
 
+        from campaign_express.backends.loop_thread import LoopThread
         from campaign_express.celery import BEAT_SCHEDULE
+        from campaign_express.platform import process_bus
         from campaign_express.router import embedded_application
         from campaign_express.tasks import InProcessRunner, runner
 
@@ -44,17 +46,25 @@ class Command(BaseCommand):
         if isinstance(tasks, InProcessRunner):
             tasks.start_schedule(BEAT_SCHEDULE)
             self.stdout.write(f"Scheduled tasks run in-process ({len(BEAT_SCHEDULE)} entries).")
-        sink = None
+        consumers = []
         if not (settings.NATS_URL and settings.CLICKHOUSE_URL):
             # The events stream or chDB lives in this process, so its sink runs here too.
-            from analytics.sink import Sink, SinkThread
-            from campaign_express.platform import analytics, process_bus
+            from analytics.sink import Sink
+            from campaign_express.platform import analytics
 
-            sink = SinkThread(Sink(bus=process_bus(), backend=analytics(),
-                                   batch_rows=settings.CONFIG.analytics_sink_batch_rows,
-                                   interval=settings.CONFIG.analytics_sink_interval_ms / 1000))
-            sink.start()
+            sink = Sink(bus=process_bus(), backend=analytics(),
+                        batch_rows=settings.CONFIG.analytics_sink_batch_rows,
+                        interval=settings.CONFIG.analytics_sink_interval_ms / 1000)
+            consumers.append(LoopThread(name="analytics-sink", bus=sink.bus, main=sink.run))
             self.stdout.write("Analytics events go to ClickHouse from this process.")
+        if not settings.NATS_URL and settings.CONFIG.loyalty_enabled:
+            from loyalty.ingest import IngestConsumer
+
+            ingest = IngestConsumer(bus=process_bus())
+            consumers.append(LoopThread(name="loyalty-ingest", bus=ingest.bus, main=ingest.run))
+            self.stdout.write("Loyalty purchases on ingest.> are awarded in this process.")
+        for consumer in consumers:
+            consumer.start()
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
         self.stdout.write(
@@ -77,5 +87,5 @@ class Command(BaseCommand):
         finally:
             if isinstance(tasks, InProcessRunner):
                 tasks.stop()
-            if sink is not None:
-                sink.stop()
+            for consumer in consumers:
+                consumer.stop()
