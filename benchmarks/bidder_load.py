@@ -21,7 +21,9 @@ rate, over HTTP from 127.0.0.1. Prints what it measures; nothing is estimated.
    ones, varied in country, device, OS, sizes and user so they meet the campaigns.
 4. Prints offered and answered rate, latency percentiles, bids / no-bids / errors, the
    bidder's CPU seconds per request and peak RSS, its own `bids_total_latency_us` histogram,
-   and how late the generators sent (their own lag, which is part of the latency shown).
+   and how late the generators sent (their own lag, which is part of the latency shown);
+   with each step, the machine's load average and the CPU time of a fixed pure-Python loop
+   (the same code runs 1.5 times slower on this shared machine in a bad hour).
 
 ``--find-max`` steps the offered rate up until p99 exceeds ``--p99-limit-ms`` or a request
 fails, and reports the highest rate that kept p99 under the limit. Everything started is
@@ -618,6 +620,8 @@ class StepResult:
     connections_opened: int
     redis_commands_per_request: float
     histogram: dict[str, float]
+    load_before: float  # the machine's 1-minute load average as the step began
+    reference_ms: float  # the reference loop's CPU time just before the step
 
     @property
     def requests(self) -> int:
@@ -628,6 +632,16 @@ class StepResult:
         return percentile(self.latencies_ms, 0.99)
 
 
+def reference_loop_ms() -> float:
+    """CPU time of a fixed pure-Python loop: shared virtual machines change speed from hour
+    to hour, and a step's CPU per request means little without it."""
+    started = time.process_time()
+    total = 0
+    for number in range(1_000_000):
+        total += number * number % 7
+    return (time.process_time() - started) * 1000
+
+
 def _histogram_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: value - before.get(name, 0.0) for name, value in after.items()}
 
@@ -635,6 +649,8 @@ def _histogram_delta(before: dict[str, float], after: dict[str, float]) -> dict[
 def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Connection]], *,
              rate: float, seconds: float, warmup: float, redis_url: str) -> StepResult:
     per_generator = rate / len(generators)
+    load_before = os.getloadavg()[0]
+    reference_ms = reference_loop_ms()
     start_at = time.monotonic() + 0.5
     for position, (_, pipe) in enumerate(generators):
         pipe.send(("run", per_generator, position / rate, start_at, warmup, seconds))
@@ -668,7 +684,8 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
         generator_cpu_share=generator_cpu / (warmup + seconds) / len(generators),
         connections_opened=sum(tally.connections_opened for tally in tallies),
         redis_commands_per_request=(commands_after - commands_before) / requests,
-        histogram=_histogram_delta(metrics_before, metrics_after))
+        histogram=_histogram_delta(metrics_before, metrics_after), load_before=load_before,
+        reference_ms=reference_ms)
 
 
 def _bucket_quantile(histogram: dict[str, float], share: float) -> str:
@@ -688,6 +705,8 @@ def report(step: StepResult) -> None:
     ordered = step.latencies_ms
     print(f"offered rate        {step.rate:,.0f} requests/s for {step.seconds:.0f} s "
           f"({step.requests:,} requests)")
+    print(f"machine             load average {step.load_before:.2f} before the step; "
+          f"reference loop {step.reference_ms:.0f} ms of CPU (lower is a faster machine)")
     print(f"answered rate       {step.answered_rate:,.0f} requests/s")
     print("latency ms          p50 {:.2f}  p95 {:.2f}  p99 {:.2f}  p99.9 {:.2f}  max {:.2f}"
           .format(*(percentile(ordered, share) for share in (0.5, 0.95, 0.99, 0.999)),

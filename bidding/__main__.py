@@ -8,11 +8,14 @@ metrics on the metrics port. No Django is loaded.
 
 from __future__ import annotations
 
+import asyncio
 import logging.config
 import sys
+from typing import Any, cast
 
 import prometheus_client
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bidding.app import BidderApp
 from bidding.service import BidderService
@@ -20,6 +23,45 @@ from campaign_express import env
 from campaign_express.backends.bus import bus_from_url
 from campaign_express.backends.store import store_from_url
 from campaign_express.logs import logging_config
+
+
+class _CorkedTransport:
+    """A connection's transport whose writes in one turn of the event loop leave as one.
+
+    uvicorn writes a response's head and its body separately: two system calls and, with
+    TCP_NODELAY, two packets for every bid. Joined, they are one; the CPU that saves is a
+    few percent of a bid's (BENCHMARKS.md). Everything else goes to the real transport.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a `_CorkedTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(cast("asyncio.Transport", _CorkedTransport(transport)))
 
 
 def main() -> None:
@@ -37,7 +79,7 @@ def main() -> None:
     # request on it, which then fails.
     uvicorn.run(BidderApp(service), host=config.api_host, port=config.http_port,
                 lifespan="on", log_config=None, access_log=False, loop="uvloop",
-                http="httptools", timeout_keep_alive=75)
+                http=_HttpProtocol, timeout_keep_alive=75)
 
 
 if __name__ == "__main__":

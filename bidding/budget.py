@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bidding.snapshot import CampaignEntry
@@ -162,11 +162,20 @@ def user_key(user_id: str) -> str:
     return hashlib.blake2b(user_id.encode(), digest_size=8).hexdigest() if user_id else ""
 
 
+@lru_cache(maxsize=4096)
+def _local_periods(time_zone: str, minute: int) -> tuple[str, str, int]:
+    """The advertiser's day (YYYYMMDD), hour (YYYYMMDDHH) and hour of day during ``minute``
+    (epoch minutes): the same for every second of it, as time zones move by whole minutes.
+    Computed once a minute per zone instead of at every bid."""
+    local = datetime.fromtimestamp(minute * 60, _zone(time_zone))
+    return f"{local:%Y%m%d}", f"{local:%Y%m%d%H}", local.hour
+
+
 def spend_keys(campaign_id: int, time_zone: str, now: float) -> list[str]:
     """The campaign's total, today's and this hour's spend counters (the advertiser's day)."""
-    local = datetime.fromtimestamp(now, _zone(time_zone))
+    day, hour, _ = _local_periods(time_zone, int(now // 60))
     tag = f"budget:{{c{campaign_id}}}"
-    return [f"{tag}:spent", f"{tag}:day:{local:%Y%m%d}", f"{tag}:hour:{local:%Y%m%d%H}"]
+    return [f"{tag}:spent", f"{tag}:day:{day}", f"{tag}:hour:{hour}"]
 
 
 class Ledger:
@@ -191,7 +200,7 @@ class Ledger:
                 *(f"{tag}:held:{minute - back}" for back in range(1, self._window_minutes))]
         hours_left = 0
         if campaign.pacing == "even":
-            hours_left = 24 - datetime.fromtimestamp(now, _zone(campaign.time_zone)).hour
+            hours_left = 24 - _local_periods(campaign.time_zone, minute)[2]
         return await self.store.run(RESERVE, keys, [
             amount, to_micros(campaign.daily_budget), to_micros(campaign.total_budget),
             hours_left, self.hold_seconds, self.hold_seconds + 120])
@@ -245,7 +254,12 @@ class Ledger:
 
 def _cap_periods(now: float) -> tuple[str, str]:
     """The UTC hour and day the caps count in (caps are the user's, not the advertiser's)."""
-    moment = datetime.fromtimestamp(now, _zone("UTC"))
+    return _utc_periods(int(now // 3600))
+
+
+@lru_cache(maxsize=64)
+def _utc_periods(hour: int) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(hour * 3600, _zone("UTC"))
     return f"{moment:%Y%m%d%H}", f"{moment:%Y%m%d}"
 
 

@@ -59,7 +59,9 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
     ``profile`` is the user's, read only with consent; segments and loyalty tiers need it or
     the request's own segments.
     """
-    if not in_schedule(campaign, now):
+    # The cheap tests guard the costlier ones: this runs for every candidate of a request.
+    if not campaign.start_at <= now < campaign.end_at or (
+            campaign.dayparts and not in_schedule(campaign, now)):
         return "schedule"
     if campaign.regions and request.region not in campaign.regions:
         return "region"
@@ -68,11 +70,13 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
     if campaign.site_domains_allow and not _domain_matches(request.domain,
                                                            campaign.site_domains_allow):
         return "site_not_allowed"
-    if request.domain and _domain_matches(request.domain, campaign.site_domains_block):
+    if campaign.site_domains_block and request.domain and _domain_matches(
+            request.domain, campaign.site_domains_block):
         return "site_blocked"
     if campaign.app_bundles_allow and request.bundle not in campaign.app_bundles_allow:
         return "app_not_allowed"
-    if request.bundle and request.bundle in campaign.app_bundles_block:
+    if campaign.app_bundles_block and request.bundle and (
+            request.bundle in campaign.app_bundles_block):
         return "app_blocked"
     if campaign.segments and not (request.has_user_consent and (
             request.segments.intersection(campaign.segments)
@@ -80,12 +84,14 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
         return "segment"
     if campaign.loyalty_tiers and _loyalty_tier(campaign, profile) not in campaign.loyalty_tiers:
         return "loyalty_tier"
-    if _category_blocked(creative.categories, request.blocked_categories):
+    if creative.categories and request.blocked_categories and _category_blocked(
+            creative.categories, request.blocked_categories):
         return "bcat"
-    if not _category_allowed(creative.categories, request.allowed_categories):
+    if request.allowed_categories and not _category_allowed(creative.categories,
+                                                            request.allowed_categories):
         return "acat"
-    if creative.adomain and _domain_matches(creative.adomain,
-                                            tuple(request.blocked_advertiser_domains)):
+    if creative.adomain and request.blocked_advertiser_domains and _domain_matches(
+            creative.adomain, tuple(request.blocked_advertiser_domains)):
         return "badv"
     if imp.is_secure and not creative.is_secure:
         return "secure"
@@ -101,11 +107,13 @@ def _loyalty_tier(campaign: CampaignEntry, profile: Profile | None) -> str:
 
 def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str | None:
     if media == "banner" and imp.banner is not None:
-        banner_type = BANNER_TYPE_JAVASCRIPT if "<script" in creative.markup.lower() else (
-            BANNER_TYPE_XHTML)
-        if banner_type in imp.banner.blocked_types:
-            return "btype"
-        if imp.banner.blocked_attributes.intersection(creative.attributes):
+        if imp.banner.blocked_types:
+            banner_type = BANNER_TYPE_JAVASCRIPT if "<script" in creative.markup.lower() else (
+                BANNER_TYPE_XHTML)
+            if banner_type in imp.banner.blocked_types:
+                return "btype"
+        if creative.attributes and imp.banner.blocked_attributes.intersection(
+                creative.attributes):
             return "battr"
         return None
     if media == "native" and imp.native is not None:

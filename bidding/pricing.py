@@ -50,7 +50,10 @@ def bid_cpm(*, base_cpm: Decimal, max_cpm: Decimal, ctr: float,
             boost: Decimal = Decimal(1)) -> Decimal:
     multiplier = Decimal(repr(ctr)) / BASELINE_CTR
     multiplier = min(max(multiplier, MIN_MULTIPLIER), MAX_MULTIPLIER)
-    return min(base_cpm * multiplier * boost, max_cpm).quantize(CPM_STEP, ROUND_DOWN)
+    price = base_cpm * multiplier
+    if boost != 1:  # times exactly 1 changes neither value nor exponent: skipped per offer
+        price *= boost
+    return min(price, max_cpm).quantize(CPM_STEP, ROUND_DOWN)
 
 
 def clear_floor(price: Decimal, floor: Decimal, max_cpm: Decimal) -> Decimal | None:

@@ -30,6 +30,7 @@ L1_MISSING_TTL_SECONDS = 60  # a user without a profile may get one soon (a loya
 
 CACHE = Counter("profile_cache_total", "Profile lookups by tier (l1, l2) and result "
                 "(hit, miss).", ["tier", "result"])
+_L1_HIT, _L1_MISS = CACHE.labels("l1", "hit"), CACHE.labels("l1", "miss")  # once per bid
 
 
 class LoyaltyStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,9 +90,9 @@ class ProfileCache:
         entry = self._entries.get(user_id)
         if entry is not None and entry[0] > now:
             self._entries.move_to_end(user_id)
-            CACHE.labels("l1", "hit").inc()
+            _L1_HIT.inc()
             return entry[1]
-        CACHE.labels("l1", "miss").inc()
+        _L1_MISS.inc()
         try:
             data = await self.store.get(profile_key(user_id))
         except StoreUnavailable:

@@ -88,9 +88,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}NPU__MODEL_NAME", "offer-scoring",
              "the registry name of the offer-scoring model a bidder serves"),
     Variable(f"{PREFIX}NPU__BATCHER_MAX_ITEMS", "16",
-             "rows that make the batching buffer run a batch at once"),
+             "rows that make the batching buffer run a batch at once (providers batched on "
+             "a thread; cpu and ampere batch on the event loop, each turn's rows together)"),
     Variable(f"{PREFIX}NPU__BATCHER_FLUSH_US", "500",
-             "microseconds the oldest waiting row may wait before its batch runs anyway"),
+             "microseconds the oldest waiting row may wait before its batch runs anyway "
+             "(providers batched on a thread, as above)"),
     Variable(f"{PREFIX}NPU__REMOTE_URL", "",
              "`remote` provider: base URL of a KServe v2 / Open Inference Protocol server"),
     Variable(f"{PREFIX}NPU__REMOTE_MODEL", "(MODEL_NAME)",

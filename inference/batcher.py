@@ -11,6 +11,14 @@ microsecond-precision waits rather than the event loop's timers, which wake abou
 millisecond late. Each caller gets exactly its own rows back, in order; a caller with more
 rows than ``max_batch`` is split over several batches.
 
+`LoopBatcher` batches on the event loop instead, for a provider whose call takes tens of
+microseconds (onnxruntime on the CPU with the shipped model: about 25 µs for 16 rows): the
+rows submitted during one turn of the loop share one call, made at the end of that turn.
+Handing rows to a thread and the scores back (a queue, a wake-up, `call_soon_threadsafe`, the
+GIL changing hands twice) cost such a bidder about ten times the model call in CPU
+(BENCHMARKS.md, "Bidder under load"); a provider that waits on a device or a server keeps
+the thread, so the loop never blocks on it.
+
 Django-free: the bidder imports it.
 """
 
@@ -129,26 +137,86 @@ class InferenceBatcher:
         return batch, None
 
     def _run(self, batch: list[_Waiting]) -> None:
-        matrix = batch[0].rows if len(batch) == 1 else np.concatenate(
-            [waiting.rows for waiting in batch])
-        try:
-            started = time.perf_counter()
-            scores = self._infer(matrix)
-            INFERENCE_LATENCY_US.labels(self._provider).observe(
-                (time.perf_counter() - started) * 1_000_000)
-            BATCH_SIZE.labels(self._provider).observe(matrix.shape[0])
-            if scores.shape[0] != matrix.shape[0]:
-                raise ValueError(f"the model returned {scores.shape[0]} rows for "
-                                 f"{matrix.shape[0]}")
-        except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
-            for waiting in batch:
-                with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                    waiting.loop.call_soon_threadsafe(_settle, waiting.future, None, error)
-            return
-        offset = 0
-        for waiting in batch:
-            count = waiting.rows.shape[0]
-            with contextlib.suppress(RuntimeError):
-                waiting.loop.call_soon_threadsafe(_settle, waiting.future,
-                                                  scores[offset:offset + count], None)
-            offset += count
+        for waiting, result, error in _run_batch(self._infer, self._provider, batch):
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                waiting.loop.call_soon_threadsafe(_settle, waiting.future, result, error)
+
+
+def _run_batch(infer: Callable[[Matrix], Matrix], provider: str, batch: list[_Waiting]
+               ) -> list[tuple[_Waiting, Matrix | None, BaseException | None]]:
+    """One provider call for ``batch``: each caller's own rows of the scores, or the error."""
+    matrix = batch[0].rows if len(batch) == 1 else np.concatenate(
+        [waiting.rows for waiting in batch])
+    try:
+        started = time.perf_counter()
+        scores = infer(matrix)
+        INFERENCE_LATENCY_US.labels(provider).observe((time.perf_counter() - started) * 1_000_000)
+        BATCH_SIZE.labels(provider).observe(matrix.shape[0])
+        if scores.shape[0] != matrix.shape[0]:
+            raise ValueError(f"the model returned {scores.shape[0]} rows for {matrix.shape[0]}")
+    except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
+        return [(waiting, None, error) for waiting in batch]
+    settled: list[tuple[_Waiting, Matrix | None, BaseException | None]] = []
+    offset = 0
+    for waiting in batch:
+        count = waiting.rows.shape[0]
+        settled.append((waiting, scores[offset:offset + count], None))
+        offset += count
+    return settled
+
+
+class LoopBatcher:
+    """The batching buffer on the event loop: rows submitted in one turn of the loop share
+    one provider call at its end (`max_batch` rows at most a call). Same interface as
+    `InferenceBatcher`; for providers whose call is too short to be worth a thread."""
+
+    def __init__(self, infer: Callable[[Matrix], Matrix], *, provider: str,
+                 max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._infer = infer
+        self._provider = provider
+        self.max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._closed = False
+
+    async def infer(self, rows: Matrix) -> Matrix:
+        """Score ``rows`` [n, F]; returns [n, outputs] for exactly these rows."""
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            raise ValueError(f"rows must be a non-empty 2-D matrix, got shape {rows.shape}")
+        if self._closed:
+            raise RuntimeError(f"the {self._provider} batcher is closed")
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._run_waiting)
+        futures = []
+        for start in range(0, rows.shape[0], self.max_batch):
+            future: asyncio.Future[Matrix] = loop.create_future()
+            futures.append(future)
+            self._waiting.append(_Waiting(rows[start:start + self.max_batch], future, loop))
+        if len(futures) == 1:
+            return await futures[0]
+        return np.concatenate(await asyncio.gather(*futures))
+
+    def _run_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        while waiting:
+            batch, rows = [waiting[0]], waiting[0].rows.shape[0]
+            for item in waiting[1:]:
+                if rows + item.rows.shape[0] > self.max_batch:
+                    break
+                batch.append(item)
+                rows += item.rows.shape[0]
+            waiting = waiting[len(batch):]
+            for item, result, error in _run_batch(self._infer, self._provider, batch):
+                _settle(item.future, result, error)
+
+    async def drain(self) -> None:
+        """Wait until every row submitted so far has its answer (before retiring it)."""
+        if self._waiting:
+            await asyncio.gather(*(item.future for item in list(self._waiting)),
+                                 return_exceptions=True)
+
+    def close(self) -> None:
+        """Refuse new rows; those already submitted are still answered."""
+        self._closed = True

@@ -35,7 +35,7 @@ import msgspec
 
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store, StoreUnavailable
-from inference.batcher import InferenceBatcher, Matrix
+from inference.batcher import InferenceBatcher, LoopBatcher, Matrix
 from inference.metrics import ACTIVE_MODEL, INFERENCE_ERRORS, MODEL_LOAD_FAILURES
 from inference.modelfile import (
     ChecksumMismatch,
@@ -56,6 +56,9 @@ UPDATES_SUBJECT = "models.update"
 MODELS_BUCKET = "models"  # the key-value bucket of active/canary, and the object store
 COUNTER_LIMIT = 2**62
 STATS_TTL_SECONDS = 7 * 24 * 3600
+# onnxruntime on the host's CPU answers a batch in tens of microseconds: its batches run on
+# the event loop (`LoopBatcher`); other providers wait on a device or a server, on a thread.
+LOOP_BATCHED_PROVIDERS = frozenset({"cpu", "ampere"})
 
 
 class ModelUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,7 +96,7 @@ class _Slot:
     update: ModelUpdate
     info: ModelInfo
     model: LoadedModel
-    batcher: InferenceBatcher
+    batcher: InferenceBatcher | LoopBatcher
     stats: _Stats = field(default_factory=_Stats)
 
 
@@ -250,9 +253,14 @@ class ModelRuntime:
             raise ModelRejected(reason, f"model {update.name} {update.version} refused "
                                         f"({reason}): {error}") from error
         await self._report_load(update, ok=True, reason="")
-        batcher = InferenceBatcher(model.infer, provider=self.provider.name,
-                                   max_batch=model.max_batch, max_items=self._max_items,
-                                   flush_us=self._flush_us)
+        batcher: InferenceBatcher | LoopBatcher
+        if self.provider.name in LOOP_BATCHED_PROVIDERS:
+            batcher = LoopBatcher(model.infer, provider=self.provider.name,
+                                  max_batch=model.max_batch)
+        else:
+            batcher = InferenceBatcher(model.infer, provider=self.provider.name,
+                                       max_batch=model.max_batch, max_items=self._max_items,
+                                       flush_us=self._flush_us)
         return _Slot(update, info, model, batcher)
 
     def _retire(self, slot: _Slot, role: str) -> None:

@@ -20,11 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
-import redis.asyncio
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
+from campaign_express.backends.redis_wire import ReplyError, connection_from_url
 
 _INTEGER = re.compile(rb"-?[0-9]+")
 
@@ -55,6 +51,7 @@ else
 end
 return tonumber(ARGV[1])
 """
+_INCR_WITHIN_SCRIPT = _INCR_WITHIN_LUA.encode()
 
 
 class ScriptContext(Protocol):
@@ -81,6 +78,10 @@ class Script:
     name: str
     lua: str
     twin: Callable[[ScriptContext, Sequence[str], Sequence[int]], int]
+
+    @property
+    def encoded(self) -> bytes:
+        return self.lua.encode()
 
 
 class StoreUnavailable(Exception):
@@ -235,18 +236,19 @@ class _MemoryContext:
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
+    except OSError as error:  # ConnectionError and TimeoutError included
         raise StoreUnavailable(f"redis: {error}") from error
 
 
 class RedisStore:
     """The production store: one Redis shared by all bidders.
 
-    Every call has a connect and a read timeout and one immediate retry (a pooled connection
-    Redis dropped), then raises `StoreUnavailable`, so a Redis outage costs the bid path
-    milliseconds, never the exchange's whole `tmax`. The pool is bounded and a burst waits
-    (up to `timeout`) for a free connection instead of failing or opening thousands. For
-    Redis Cluster, `get_many` keys must share a hash tag; this class talks to one node.
+    Every call has a connect and a read timeout and is sent once more if its connection was
+    lost (one Redis dropped while idle), then raises `StoreUnavailable`, so a Redis outage
+    costs the bid path milliseconds, never the exchange's whole `tmax`. Commands from all
+    concurrent callers share one pipelined connection (`redis_wire`): Redis runs them one at
+    a time anyway, and a pool's checkout and bookkeeping cost more CPU than the command.
+    For Redis Cluster, `get_many` keys must share a hash tag; this class talks to one node.
     """
 
     def __init__(
@@ -255,38 +257,31 @@ class RedisStore:
         *,
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
-        max_connections: int = 50,
     ) -> None:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), retries=1),
-        )
-        self._redis = redis.asyncio.Redis.from_pool(pool)
-        self._incr_within = self._redis.register_script(_INCR_WITHIN_LUA)
-        self._scripts: dict[str, AsyncScript] = {}
+        self._redis = connection_from_url(url, connect_timeout=connect_timeout,
+                                          timeout=timeout)
 
     async def get(self, key: str) -> bytes | None:
         with _unavailable_on_error():
-            return cast("bytes | None", await self._redis.get(key))
+            return cast("bytes | None", await self._redis.execute("GET", key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
         with _unavailable_on_error():
-            return cast("list[bytes | None]", await self._redis.mget(keys))
+            return cast("list[bytes | None]", await self._redis.execute("MGET", *keys))
 
     async def set(self, key: str, value: bytes, *, ttl_seconds: int | None = None) -> None:
         _check_ttl(ttl_seconds)
         with _unavailable_on_error():
-            await self._redis.set(key, value, ex=ttl_seconds)
+            if ttl_seconds is None:
+                await self._redis.execute("SET", key, value)
+            else:
+                await self._redis.execute("SET", key, value, "EX", ttl_seconds)
 
     async def delete(self, key: str) -> None:
         with _unavailable_on_error():
-            await self._redis.delete(key)
+            await self._redis.execute("DEL", key)
 
     async def incr_within(
         self, key: str, amount: int, *, limit: int, ttl_seconds: int | None = None
@@ -294,26 +289,24 @@ class RedisStore:
         _check_ttl(ttl_seconds)
         with _unavailable_on_error():
             try:
-                result = await self._incr_within(keys=[key], args=[amount, limit, ttl_seconds or 0])
-            except redis.exceptions.ResponseError as error:
+                result = await self._redis.evalsha(_INCR_WITHIN_SCRIPT, [key],
+                                                   [amount, limit, ttl_seconds or 0])
+            except ReplyError as error:
                 if "not an integer" in str(error):
                     raise ValueError(f"{key!r} does not hold an integer") from error
                 raise
         return None if result is None else int(result)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[int]) -> int:
-        registered = self._scripts.get(script.name)
-        if registered is None:
-            registered = self._scripts[script.name] = self._redis.register_script(script.lua)
         with _unavailable_on_error():
-            return int(await registered(keys=list(keys), args=list(args)))
+            return int(await self._redis.evalsha(script.encoded, list(keys), list(args)))
 
     async def ping(self) -> None:
         with _unavailable_on_error():
-            await self._redis.ping()
+            await self._redis.execute("PING")
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        self._redis.close()
 
 
 def store_from_url(url: str) -> Store:

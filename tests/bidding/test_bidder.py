@@ -3,6 +3,7 @@ floors, currencies, exchanges' checks and snapshot swaps."""
 
 import asyncio
 import dataclasses
+import gc
 import gzip
 import json
 import os
@@ -226,6 +227,18 @@ async def test_a_newer_snapshot_replaces_the_served_one_and_an_older_one_is_igno
 
     assert (first, second) == ("5", "5")
     assert service.state()["snapshot_version"] == 7
+
+
+async def test_a_served_snapshot_is_out_of_the_collectors_sight(service):
+    """A full collection walks every tracked object; the served index's hundreds of
+    thousands of objects (at 10,000 campaigns) are frozen out of it."""
+    service.install(snapshot(campaign(6, creative(66, "banner")), version=8))
+    index = service.engine.index
+
+    assert gc.get_freeze_count() > 0
+    assert not any(tracked is index for tracked in gc.get_objects())
+    assert (await post(service, fixture("banner-site-2.6.json"))).json()[
+        "seatbid"][0]["bid"][0]["cid"] == "6"
 
 
 async def test_ready_says_what_is_served(service):

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from inference.batcher import InferenceBatcher
+from inference.batcher import InferenceBatcher, LoopBatcher
 
 
 class Model:
@@ -130,3 +130,51 @@ async def test_rows_must_be_a_non_empty_matrix():
     batcher = InferenceBatcher(Model(), provider="test", max_batch=4)
     with pytest.raises(ValueError, match="non-empty 2-D matrix"):
         await batcher.infer(np.zeros((0, 4), dtype=np.float32))
+
+
+async def test_on_the_loop_rows_submitted_in_one_turn_share_one_call():
+    model = Model()
+    batcher = LoopBatcher(model, provider="test", max_batch=32)
+
+    scores = await asyncio.gather(*(batcher.infer(rows(i, i + 0.5)) for i in range(3)))
+
+    assert model.batches == [6]
+    assert [score.tolist() for score in scores] == [
+        [[0, 0], [2, 0.5]], [[4, 1], [6, 1.5]], [[8, 2], [10, 2.5]]]
+    assert model.threads == {threading.current_thread().name}
+
+
+async def test_on_the_loop_batches_never_exceed_max_batch_and_callers_get_their_rows():
+    model = Model()
+    batcher = LoopBatcher(model, provider="test", max_batch=4)
+
+    many, few = await asyncio.gather(batcher.infer(rows(*range(10))), batcher.infer(rows(7)))
+
+    assert model.batches == [4, 4, 3]  # the last two chunks of 2 and 1 rows ride together
+    assert many[:, 1].tolist() == list(range(10))
+    assert few.tolist() == [[28, 7]]
+
+
+async def test_on_the_loop_a_failed_batch_fails_its_callers_only():
+    model = Model(fail_when=12)
+    batcher = LoopBatcher(model, provider="test", max_batch=1)
+
+    outcomes = await asyncio.gather(*(batcher.infer(rows(i)) for i in (11, 12, 13)),
+                                    return_exceptions=True)
+
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "ndarray", "RuntimeError", "ndarray"]
+    assert (await batcher.infer(rows(20))).tolist() == [[80, 20]]
+
+
+async def test_on_the_loop_drain_answers_what_is_waiting_and_close_refuses_new_rows():
+    batcher = LoopBatcher(Model(), provider="test", max_batch=4)
+    pending = asyncio.create_task(batcher.infer(rows(5)))
+    await asyncio.sleep(0)
+
+    await batcher.drain()
+    batcher.close()
+
+    assert pending.done() and pending.result().tolist() == [[20, 5]]
+    with pytest.raises(RuntimeError, match="closed"):
+        await batcher.infer(rows(1))
