@@ -140,7 +140,8 @@ class BidEngine:
         outcome.scored = len(offers)
         ranked: dict[str, list[tuple[Decimal, float, _Offer]]] = {}
         for offer, (ctr, _) in zip(offers, scores.values.tolist(), strict=True):
-            price = self._price(offer, ctr, currency, rates)
+            price = self._price(offer, ctr, currency, rates,
+                                boost=_loyalty_boost(offer.candidate.campaign, profile))
             if price is None:
                 outcome.refusals["below_floor"] += 1
                 continue
@@ -301,11 +302,11 @@ class BidEngine:
         return build_matrix(user=user, context=context, offers=rows)
 
     def _price(self, offer: _Offer, ctr: float, currency: str,
-               rates: dict[str, Decimal]) -> Decimal | None:
+               rates: dict[str, Decimal], *, boost: Decimal = Decimal(1)) -> Decimal | None:
         campaign = offer.candidate.campaign
         try:
             price = convert(bid_cpm(base_cpm=campaign.base_bid_cpm,
-                                    max_cpm=campaign.max_bid_cpm, ctr=ctr),
+                                    max_cpm=campaign.max_bid_cpm, ctr=ctr, boost=boost),
                             source=campaign.currency, target=currency, usd_rates=rates)
             max_cpm = convert(campaign.max_bid_cpm, source=campaign.currency, target=currency,
                               usd_rates=rates)
@@ -359,6 +360,15 @@ class BidEngine:
             w=width or None, h=height or None, mtype=MTYPE[offer.media],
             dealid=offer.deal.deal_id if offer.deal is not None else None,
             dur=creative.duration_seconds if timed else None)
+
+
+def _loyalty_boost(campaign: CampaignEntry, profile: Profile | None) -> Decimal:
+    """The member's tier boost in the campaign's loyalty program; 1 without one (no profile
+    read without consent, no program, not a member)."""
+    if profile is None or campaign.loyalty_program_id is None:
+        return Decimal(1)
+    status = profile.loyalty.get(str(campaign.loyalty_program_id))
+    return Decimal(status.bid_boost) if status is not None else Decimal(1)
 
 
 def _has_caps(campaign: CampaignEntry) -> bool:

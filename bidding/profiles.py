@@ -36,6 +36,7 @@ _L1_HIT, _L1_MISS = CACHE.labels("l1", "hit"), CACHE.labels("l1", "miss")  # onc
 class LoyaltyStatus(msgspec.Struct, frozen=True, kw_only=True):
     tier: str
     balance: int = 0  # points
+    bid_boost: str = "1"  # the tier's price multiplier, a Decimal as text (never a float)
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +49,11 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(Profile)
+
+
+# Writers publish the user id here after `profile_update`, so every bidder drops its cached
+# copy at once instead of serving the old one until its L1 TTL runs out.
+PROFILE_UPDATED_SUBJECT = "profiles.updated"
 
 
 def profile_key(user_id: str) -> str:

@@ -29,7 +29,7 @@ from bidding.events import BidEvents
 from bidding.gateway import Gateway
 from bidding.handler import BidHandler
 from bidding.notices import NoticeHandler
-from bidding.profiles import ProfileCache
+from bidding.profiles import PROFILE_UPDATED_SUBJECT, ProfileCache
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store
 from campaign_express.env import Config
@@ -60,6 +60,7 @@ class BidderService:
                                 settings=EngineSettings(public_url=config.public_url,
                                                         secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None
+        self._profile_subscription: Subscription | None = None
         self.events = BidEvents(buffer=EventBuffer(capacity=config.analytics_buffer_events),
                                 node=config.node_id)
         self.publisher = Publisher(buffer=self.events.buffer, bus=bus,
@@ -95,6 +96,8 @@ class BidderService:
         await self.runtime.follow(self.bus)
         self.runtime.start_stats()
         self._subscription = await self.bus.subscribe(snapshots.SUBJECT, self._on_snapshot)
+        self._profile_subscription = await self.bus.subscribe(PROFILE_UPDATED_SUBJECT,
+                                                              self._on_profile_updated)
         latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
         if latest:
             await self.receive(latest)
@@ -113,6 +116,9 @@ class BidderService:
         return ModelUpdate(name=self.config.npu_model_name, version=str(manifest["version"]),
                            location=f"file://{path}", sha256=manifest["sha256"]
                            if path == str(DEFAULT_MODEL_PATH) else _file_sha256(path))
+
+    async def _on_profile_updated(self, message: Message) -> None:
+        self.engine.profiles.forget(message.data.decode(errors="replace"))
 
     async def _on_snapshot(self, message: Message) -> None:
         await self.receive(message.data)
@@ -147,8 +153,9 @@ class BidderService:
             await self.grpc.stop()
         await self.bus_agents.stop()
         await self.agents.stop()
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
+        for subscription in (self._subscription, self._profile_subscription):
+            if subscription is not None:
+                await subscription.unsubscribe()
         await self.runtime.close()
         await self.publisher.stop()
 

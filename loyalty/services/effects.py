@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import msgspec
 from django.conf import settings
@@ -21,7 +20,12 @@ from django.db import transaction
 
 from analytics.emit import events_publish
 from analytics.events import Event, EventType
-from bidding.profiles import LoyaltyStatus, Profile, profile_update
+from bidding.profiles import (
+    PROFILE_UPDATED_SUBJECT,
+    LoyaltyStatus,
+    Profile,
+    profile_update,
+)
 from campaign_express.backends.bus import Bus, BusTimeout, BusUnavailable
 from campaign_express.backends.store import StoreUnavailable
 from campaign_express.platform import bus_call, store_call
@@ -32,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 # Published (core NATS, the user id as data) after a member's profile was written, so bidders
 # holding the profile in their in-process cache can drop it and read the new one.
-PROFILE_UPDATED_SUBJECT = "profiles.updated"
 
 
 @dataclass(frozen=True)
@@ -85,22 +88,10 @@ def _count(change: MemberChange) -> None:
         metrics.POINTS_EXPIRED.inc(change.expired_points)
 
 
-def _status_value(value: Decimal, annotation: Any) -> Any:
-    if annotation is str:
-        return format(value.normalize(), "f")
-    if annotation is float:
-        return float(value)
-    return value
-
-
 def loyalty_status(*, tier: Tier, balance: int) -> LoyaltyStatus:
-    """The member's status as the profile schema has it. Fields the schema may add for the
-    bid boost are filled when present (`bid_boost`), never invented when absent."""
-    values: dict[str, Any] = {"tier": tier.name, "balance": balance}
-    fields = {info.name: info.type for info in msgspec.structs.fields(LoyaltyStatus)}
-    if "bid_boost" in fields:
-        values["bid_boost"] = _status_value(tier.bid_boost, fields["bid_boost"])
-    return LoyaltyStatus(**values)
+    """The member's status as the profile schema has it; the boost as exact decimal text."""
+    return LoyaltyStatus(tier=tier.name, balance=balance,
+                         bid_boost=format(tier.bid_boost.normalize(), "f"))
 
 
 def profile_write(*, member: Member) -> bool:

@@ -30,7 +30,7 @@ async def test_profile_update_writes_the_versioned_json_with_the_ttl():
     stored = json.loads(await store.get(profile_key("u-1")))
     assert stored["version"] == 1
     assert stored["segments"] == ["coffee"]
-    assert stored["loyalty"] == {"7": {"tier": "gold", "balance": 900}}
+    assert stored["loyalty"] == {"7": {"tier": "gold", "balance": 900, "bid_boost": "1"}}
 
 
 async def test_l1_serves_repeat_reads_and_l2_is_read_once():

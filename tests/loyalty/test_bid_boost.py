@@ -1,8 +1,6 @@
 """A member's tier change reaches a running bidder at once and moves its bid by the tier's
 boost: loyalty writes the profile through `bidding.profiles.profile_update` and announces it on
 `profiles.updated`; the bidder prices with the boost of the campaign's program tier.
-
-Waits for the bidder side (see the xfail reason): enable it by removing the mark once it lands.
 """
 
 import copy
@@ -17,13 +15,7 @@ from campaign_express import platform
 from loyalty import services
 from tests.bidding.bidder_fixtures import campaign, client, config, creative, fixture, snapshot
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.xfail(strict=True, reason=(
-        "bidder side pending: LoyaltyStatus needs a bid_boost field, pricing must multiply by "
-        "the boost of the campaign's program tier (capped at max bid), and the bidder must drop "
-        "a user's cached profile when `profiles.updated` names them")),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 USER = "u-live-boost"
 BASE, MAX = Decimal("2.00"), Decimal("50.00")
@@ -49,9 +41,9 @@ async def test_a_member_s_tier_change_moves_a_live_bid_s_price_by_the_boost(tmp_
         ctrs: list[float] = []
         price = service.engine._price
 
-        def observed(offer, ctr, currency, rates):
+        def observed(offer, ctr, currency, rates, **options):
             ctrs.append(ctr)  # the model's click-through rate the price was made from
-            return price(offer, ctr, currency, rates)
+            return price(offer, ctr, currency, rates, **options)
 
         monkeypatch.setattr(service.engine, "_price", observed)
         request = copy.deepcopy(fixture("banner-site-2.6.json"))

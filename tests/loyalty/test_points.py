@@ -23,14 +23,6 @@ from tests.loyalty.loyalty_fixtures import profile_of
 pytestmark = pytest.mark.django_db
 
 
-class WithBoost(msgspec.Struct, frozen=True, kw_only=True):
-    """The profile's loyalty status as the bidder side is to have it (`bid_boost` added)."""
-
-    tier: str
-    balance: int = 0
-    bid_boost: str = "1"
-
-
 def earn(program, user_id="u-1", amount="10.00", transaction_id="T-1", **options):
     return services.points_earn(program=program, user_id=user_id, amount=Decimal(amount),
                                 transaction_id=transaction_id, **options)
@@ -202,8 +194,8 @@ def test_after_commit_the_profile_holds_tier_and_balance_and_events_are_emitted(
     with django_capture_on_commit_callbacks(execute=True):
         redeem(program, "discount", user_id="u-profile")
 
-    assert profile_of("u-profile").loyalty[str(program.pk)] == LoyaltyStatus(tier="gold",
-                                                                              balance=440)
+    assert profile_of("u-profile").loyalty[str(program.pk)] == LoyaltyStatus(
+        tier="gold", balance=440, bid_boost="1.15")
     assert [(str(event.event_type), event.reason, event.user_id, event.advertiser_id,
              event.attributes) for event in published] == [
         ("loyalty_earn", "purchase", "u-profile", str(program.advertiser_id),
@@ -228,30 +220,18 @@ def test_nothing_reaches_the_profile_when_the_transaction_rolls_back(program):
     assert profile_of("u-rolled-back") is None
 
 
-def test_the_profile_carries_the_tier_s_bid_boost_once_the_schema_has_the_field(program,
-                                                                              monkeypatch):
-    gold = program.tiers.get(name="gold")
-    today = effects.loyalty_status(tier=gold, balance=600)
-    monkeypatch.setattr(effects, "LoyaltyStatus", WithBoost)
-
-    assert today == LoyaltyStatus(tier="gold", balance=600)
-    assert effects.loyalty_status(tier=gold, balance=600) == WithBoost(tier="gold", balance=600,
-                                                                       bid_boost="1.15")
-
-
 def test_profiles_are_rebuilt_from_the_database_after_a_store_lost_them(program):
     earn(program, "u-sync", amount="600.00")
     assert profile_of("u-sync") is None  # not committed: nothing written yet
 
     call_command("loyalty_profiles_sync", "--program", str(program.pk), stdout=io.StringIO())
 
-    assert profile_of("u-sync").loyalty[str(program.pk)] == LoyaltyStatus(tier="gold",
-                                                                           balance=600)
+    assert profile_of("u-sync").loyalty[str(program.pk)] == LoyaltyStatus(
+        tier="gold", balance=600, bid_boost="1.15")
 
 
 def test_a_changed_bid_boost_rewrites_the_tier_s_members_profiles(
-        program, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(effects, "LoyaltyStatus", WithBoost)  # the schema with the field
+        program, django_capture_on_commit_callbacks):
     earn(program, "u-boost", amount="600.00")
     gold = program.tiers.get(name="gold")
 
