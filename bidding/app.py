@@ -128,6 +128,11 @@ class BidderApp:
         kind = "click" if path == "/v1/click" else path.removeprefix("/v1/notice/")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                keep_blank_values=True))
+        if kind.startswith("dsp-"):
+            dsp = self.service.dsp
+            status = await dsp.notice(kind.removeprefix("dsp-"), query) if dsp else 404
+            await _respond(send, status)
+            return
         if path == "/v1/conversion":
             answer = await self.service.notices.conversion(query,
                                                            index=self.service.engine.index)

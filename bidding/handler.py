@@ -62,13 +62,32 @@ class BidHandler:
             events.no_bid(request_id="", exchange=exchange, reason=NoBid.INVALID_REQUEST)
             return Answer(400, reason=NoBid.INVALID_REQUEST)
         index = self.service.engine.index
+        dsp = self.service.dsp
+        routing = None
+        if dsp is not None and index is not None and index.snapshot.dsp_partners:
+            # Partners work while our engine does; the auction below waits for both.
+            routing = dsp.start(body, request, partners=index.snapshot.dsp_partners,
+                                received_at=received_at, usd_rates=index.snapshot.usd_rates)
         try:
             outcome = await self.service.engine.bid(request, exchange=exchange,
                                                     received_at=received_at)
         except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an error
             logger.exception("bid on %s failed", request.request_id)
             outcome = Outcome(reason=NoBid.TECHNICAL_ERROR)
-        if outcome.response is None:
+        response = outcome.response
+        if routing is not None and dsp is not None and index is not None:
+            try:
+                response = await dsp.finish(routing, request, own=outcome.response,
+                                            exchange=exchange,
+                                            usd_rates=index.snapshot.usd_rates)
+            except Exception:  # noqa: BLE001 - a partner bug must not cost our own bid
+                logger.exception("DSP routing of %s failed", request.request_id)
+        if response is not None and response is not outcome.response:
+            # A partner won at least one impression: its events are `dsp_won` (dsp.service);
+            # the request's own events still describe our campaigns' decision.
+            metrics.RESPONSES.labels(exchange.slug, "bid").inc()
+            answer = Answer(200, encode_response(response))
+        elif outcome.response is None:
             reason = outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN
             answer = self.no_bid(exchange, request.request_id, reason)
         else:

@@ -33,6 +33,7 @@ from bidding.profiles import PROFILE_UPDATED_SUBJECT, ProfileCache
 from campaign_express.backends.bus import Bus, Message, Subscription
 from campaign_express.backends.store import Store
 from campaign_express.env import Config
+from dsp.bidder import DspBidder
 from inference.modelfile import DEFAULT_MODEL_PATH, default_model_manifest
 from inference.providers import provider_from_config
 from inference.runtime import ModelRuntime, ModelUpdate, make_fetch
@@ -68,6 +69,10 @@ class BidderService:
                                    interval=config.analytics_publish_interval_ms / 1000)
         self.notices = NoticeHandler(store=store, ledger=self.engine.ledger,
                                      secret=config.secret_key.encode(), events=self.events)
+        # Partner DSPs compete only when routing is on; off, nothing is ever sent to them.
+        self.dsp = DspBidder(store=store, secret=config.secret_key.encode(),
+                             public_url=config.public_url, node=config.node_id,
+                             buffer=self.events.buffer) if config.dsp_enabled else None
         self.handler = BidHandler(self)
         self.agents = AgentPool(self.handler, agents=config.agents_per_node,
                                 queue_size=agent_queue_size, on_turned_away=self.events.no_bid)
@@ -157,6 +162,8 @@ class BidderService:
             if subscription is not None:
                 await subscription.unsubscribe()
         await self.runtime.close()
+        if self.dsp is not None:
+            await self.dsp.close()
         await self.publisher.stop()
 
 

@@ -23,6 +23,7 @@ from decimal import Decimal
 import msgspec
 
 from campaign_express.backends.bus import Bus
+from dsp.partners import PartnerEntry
 
 SCHEMA_VERSION = 1
 SUBJECT = "config.snapshot"  # NATS subject a pointer to a new snapshot is published on
@@ -107,6 +108,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     exchanges: tuple[ExchangeEntry, ...] = ()
     # Units of each currency per 1 USD, as ops set them; USD itself is 1.
     usd_rates: dict[str, Decimal] = {}
+    # Enabled partner DSPs (`dsp.partners`); bidders route to them only with DSP routing on.
+    dsp_partners: tuple[PartnerEntry, ...] = ()
 
 
 class SnapshotError(ValueError):

@@ -7,6 +7,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from analytics.admin_views import live_view
 from campaign_express import health
+from dsp.apis import dsp_status_view
 
 admin.site.site_header = "Campaign Express"
 admin.site.site_title = "Campaign Express"
@@ -23,6 +24,8 @@ urlpatterns = [
     path("api/v1/", include("inference.urls")),
     path("api/v1/", include("analytics.urls")),
     path("api/v1/", include("loyalty.urls")),
+    path("api/v1/", include("dsp.urls")),
+    path("v1/dsp/status", dsp_status_view, name="dsp-status"),
     path("v1/loyalty/", include("loyalty.client_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from campaigns import exchanges, services
 from campaigns.models import Advertiser, Campaign, Creative, Exchange
 from campaigns.roles import APPROVER, MARKETER, OPS, roles_sync
+from dsp.demo import dsp_demo_seed
 from loyalty.demo import loyalty_demo_seed
 
 User = get_user_model()
@@ -146,6 +147,7 @@ def demo_seed() -> list[DemoUser]:
             advertiser = services.advertiser_create(actor=ops, data=data,
                                                     marketers=[users[spec["marketer"]]])
     loyalty_demo_seed(actor=ops)  # before the campaigns: they target its tiers
+    dsp_demo_seed(actor=ops)
     for name, advertiser_name, status, formats, targeting in CAMPAIGNS:
         advertiser = Advertiser.objects.get(name=advertiser_name)
         if Campaign.objects.filter(advertiser=advertiser, name=name).exists():

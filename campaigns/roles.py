@@ -34,6 +34,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "loyalty.add_member", "loyalty.change_member", "loyalty.view_member",
         "loyalty.view_ledgerentry", "loyalty.view_tierchange",
         "loyalty.add_apikey", "loyalty.change_apikey", "loyalty.view_apikey",
+        # Which partner DSPs compete for their impressions; ops manage them.
+        "dsp.view_dsppartner",
     ],
     APPROVER: [
         "campaigns.access_all_advertisers", "campaigns.view_advertiser",

@@ -30,6 +30,7 @@ from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapsh
 from campaign_express.platform import bus_call
 from campaign_express.tasks import enqueue_on_commit
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
+from dsp.selectors import dsp_partner_entries
 from loyalty.selectors import program_ids_by_advertiser
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def snapshot_compile(*, version: int, now: datetime.datetime | None = None) -> S
                  .values_list("currency", "units_per_usd"))
     return Snapshot(version=version,
                     created_at=now.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
-                    campaigns=tuple(entries), exchanges=exchanges, usd_rates=rates)
+                    campaigns=tuple(entries), exchanges=exchanges, usd_rates=rates,
+                    dsp_partners=dsp_partner_entries())
 
 
 # --- request and publish ---------------------------------------------------------------------

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "inference",
     "analytics",
     "loyalty",
+    "dsp",
 ]
 
 MIDDLEWARE = [
