@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class DomainError(Exception):
     """A rule refused an action. ``field`` names what to fix; ``status`` is the HTTP status.
@@ -23,3 +26,14 @@ class DomainError(Exception):
         if self.field:
             return {self.field: [self.message]}
         return {"detail": self.message}
+
+
+def fields_assign(instance: Any, data: Mapping[str, Any]) -> None:
+    """Set `data` on a model instance, refusing fields that are unknown or not editable, so an
+    API or service caller cannot write what a form could not."""
+    editable = {field.name for field in instance._meta.concrete_fields if field.editable}
+    unknown = sorted(set(data) - editable)
+    if unknown:
+        raise DomainError(f"Unknown or read-only field: {', '.join(unknown)}.", field=unknown[0])
+    for name, value in data.items():
+        setattr(instance, name, value)

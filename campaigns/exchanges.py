@@ -14,8 +14,9 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from campaign_express.errors import fields_assign
 from campaigns.models import AuditEntry, CurrencyRate, Exchange
-from campaigns.services import _assign, _audit, _diff, _require, _values
+from campaigns.services import _audit, _diff, _require, _values
 from campaigns.snapshot import snapshot_request
 
 
@@ -38,7 +39,7 @@ def exchange_create(*, actor: AbstractBaseUser, data: Mapping[str, Any],
                     token: str | None = None) -> Exchange:
     _require(actor, "campaigns.add_exchange")
     exchange = Exchange()
-    _assign(exchange, data)
+    fields_assign(exchange, data)
     changes: dict[str, list[Any]] = {}
     _set_token(exchange, token, changes)
     exchange.full_clean()
@@ -55,7 +56,7 @@ def exchange_update(*, exchange: Exchange, actor: AbstractBaseUser, data: Mappin
     _require(actor, "campaigns.change_exchange")
     exchange = Exchange.objects.select_for_update().get(pk=exchange.pk)
     before = _values(exchange)
-    _assign(exchange, data)
+    fields_assign(exchange, data)
     changes: dict[str, list[Any]] = {}
     _set_token(exchange, token, changes)
     if exchange.auth != Exchange.Auth.TOKEN and exchange.token_sha256:

@@ -21,7 +21,7 @@ from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
-from campaign_express.errors import DomainError
+from campaign_express.errors import DomainError, fields_assign
 from campaigns.models import Advertiser, AuditEntry, Campaign, Creative
 from campaigns.selectors import user_sees_all_advertisers
 from campaigns.snapshot import snapshot_request
@@ -117,16 +117,6 @@ def _require_advertiser(actor: AbstractBaseUser, advertiser: Advertiser) -> None
                           status=403, code="permission_denied")
 
 
-def _assign(instance: models.Model, data: Mapping[str, Any]) -> None:
-    editable = {field.name for field in instance._meta.concrete_fields if field.editable}
-    unknown = set(data) - editable
-    if unknown:
-        raise DomainError(f"Unknown or read-only field: {', '.join(sorted(unknown))}.",
-                          field=sorted(unknown)[0])
-    for name, value in data.items():
-        setattr(instance, name, value)
-
-
 def _is_approver(actor: AbstractBaseUser) -> bool:
     return actor.has_perm("campaigns.approve_campaign")
 
@@ -138,7 +128,7 @@ def advertiser_create(*, actor: AbstractBaseUser, data: Mapping[str, Any],
                       marketers: list[AbstractBaseUser] | None = None) -> Advertiser:
     _require(actor, "campaigns.add_advertiser")
     advertiser = Advertiser()
-    _assign(advertiser, data)
+    fields_assign(advertiser, data)
     advertiser.full_clean()
     advertiser.save()
     if marketers is not None:
@@ -154,7 +144,7 @@ def advertiser_update(*, advertiser: Advertiser, actor: AbstractBaseUser,
                       marketers: list[AbstractBaseUser] | None = None) -> Advertiser:
     _require(actor, "campaigns.change_advertiser")
     before = _values(advertiser)
-    _assign(advertiser, data)
+    fields_assign(advertiser, data)
     advertiser.full_clean()
     advertiser.save()
     changes = _diff(before, _values(advertiser))
@@ -178,7 +168,7 @@ def advertiser_update(*, advertiser: Advertiser, actor: AbstractBaseUser,
 def campaign_create(*, actor: AbstractBaseUser, data: Mapping[str, Any]) -> Campaign:
     _require(actor, "campaigns.add_campaign")
     campaign = Campaign(created_by=actor)
-    _assign(campaign, data)
+    fields_assign(campaign, data)
     if campaign.advertiser_id is None:
         raise DomainError("Choose an advertiser.", field="advertiser")
     _require_advertiser(actor, campaign.advertiser)
@@ -221,7 +211,7 @@ def campaign_update(*, campaign: Campaign, actor: AbstractBaseUser,
         raise DomainError(f"A {campaign.get_status_display().lower()} campaign cannot be "
                           "changed.", field="status", status=409, code="not_editable")
     before = _values(campaign)
-    _assign(campaign, data)
+    fields_assign(campaign, data)
     if campaign.advertiser_id != before["advertiser_id"]:
         _require_advertiser(actor, campaign.advertiser)
     campaign.full_clean()
@@ -348,7 +338,7 @@ def _check_creative_editable(campaign: Campaign) -> None:
 def creative_create(*, actor: AbstractBaseUser, data: Mapping[str, Any]) -> Creative:
     _require(actor, "campaigns.add_creative")
     creative = Creative(created_by=actor)
-    _assign(creative, data)
+    fields_assign(creative, data)
     if creative.campaign_id is None:
         raise DomainError("Choose a campaign.", field="campaign")
     campaign = _locked(creative.campaign)
@@ -373,7 +363,7 @@ def creative_update(*, creative: Creative, actor: AbstractBaseUser,
     _require_advertiser(actor, campaign.advertiser)
     _check_creative_editable(campaign)
     before = _values(creative)
-    _assign(creative, data)
+    fields_assign(creative, data)
     creative.full_clean()
     changes = _diff(before, _values(creative))
     if changes and not _is_approver(actor):

@@ -19,7 +19,7 @@ from django.db import models, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
-from campaign_express.errors import DomainError
+from campaign_express.errors import DomainError, fields_assign
 from campaign_express.tasks import enqueue_on_commit
 from campaigns.models import Advertiser
 from campaigns.selectors import user_sees_all_advertisers
@@ -53,18 +53,8 @@ def _require(actor: AbstractBaseUser | None, permission: str,
                           status=403, code="permission_denied")
 
 
-def _assign(instance: models.Model, data: Mapping[str, Any]) -> None:
-    editable = {field.name for field in instance._meta.concrete_fields if field.editable}
-    unknown = set(data) - editable
-    if unknown:
-        raise DomainError(f"Unknown or read-only field: {', '.join(sorted(unknown))}.",
-                          field=sorted(unknown)[0])
-    for name, value in data.items():
-        setattr(instance, name, value)
-
-
 def _saved(instance: models.Model, data: Mapping[str, Any]) -> models.Model:
-    _assign(instance, data)
+    fields_assign(instance, data)
     instance.full_clean()
     instance.save()
     return instance
