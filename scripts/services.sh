@@ -114,6 +114,8 @@ ensure_redis
 ensure_nats
 ensure_clickhouse
 ensure_browser
+# promtool checks and unit-tests the alert rules (tests/deploy/test_monitoring.py).
+command -v promtool >/dev/null || install_packages prometheus
 
 echo "export TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres"
 echo "export TEST_REDIS_URL=redis://127.0.0.1:6379/15"
