@@ -102,6 +102,17 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     fi
 done
 
+# Monitoring: alert rules and their unit tests, Alertmanager. (prometheus.yml is left to an
+# upstream promtool: Debian's is built without Kubernetes service discovery.)
+command -v promtool >/dev/null 2>&1 || apt-get install -y -qq prometheus >/dev/null
+command -v amtool >/dev/null 2>&1 || apt-get install -y -qq prometheus-alertmanager >/dev/null
+run_check "promtool check rules deploy/monitoring/prometheus/rules/campaign-express.yml" \
+    promtool check rules deploy/monitoring/prometheus/rules/campaign-express.yml
+run_check "promtool test rules deploy/monitoring/prometheus/tests/campaign-express-test.yml" \
+    bash -c 'cd deploy/monitoring/prometheus/tests && promtool test rules campaign-express-test.yml'
+run_check "amtool check-config deploy/monitoring/alertmanager/alertmanager.yml" \
+    amtool check-config deploy/monitoring/alertmanager/alertmanager.yml
+
 printf '\nDeployment checks:\n'
 printf '  %s\n' "${checked[@]}"
 if ((failures > 0)); then
