@@ -141,7 +141,7 @@ class Sink:
                                         to_columns(events))
         except AnalyticsError:
             FLUSH_ERRORS.labels(stage="insert").inc()
-            await _settle_quietly([message for message, _ in collected], is_done=False)
+            await _nak_quietly([message for message, _ in collected])
             raise
         for message, _ in collected:
             await message.ack()
@@ -179,7 +179,7 @@ class Sink:
                     LAG.set(await self.bus.stream_pending(self.stream, self.consumer))
                     last_lag_check = time.monotonic()
             except (AnalyticsError, BusUnavailable) as error:
-                await _settle_quietly([message for message, _ in collected], is_done=False)
+                await _nak_quietly([message for message, _ in collected])
                 logger.warning("analytics sink: %s; retrying in %.1f s", error, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
@@ -189,10 +189,10 @@ class Sink:
                 await inserting
 
 
-async def _settle_quietly(messages: Sequence[StreamMessage], *, is_done: bool) -> None:
+async def _nak_quietly(messages: Sequence[StreamMessage]) -> None:
     """Nak what we can; a message we cannot reach comes back after ack_wait anyway."""
     for message in messages:
         try:
-            await (message.ack() if is_done else message.nak())
+            await message.nak()
         except BusUnavailable:
             return

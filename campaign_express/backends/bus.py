@@ -209,6 +209,13 @@ def _check_kv(bucket: str, key: str) -> None:
         raise ValueError(f"invalid key-value key {key!r}")
 
 
+def _check_stream(name: str, subjects: tuple[str, ...]) -> None:
+    """A stream's name (as a bucket's) and the subject patterns it captures."""
+    _check_kv(name, "stream")
+    for subject in subjects:
+        _check_pattern(subject)
+
+
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS matching: `*` is exactly one token, a final `>` is one or more tokens."""
     pattern_tokens = pattern.split(".")
@@ -409,9 +416,7 @@ class InProcessBus:
     async def stream_ensure(
         self, name: str, subjects: tuple[str, ...], *, duplicate_window: float = 120.0
     ) -> None:
-        _check_kv(name, "stream")
-        for subject in subjects:
-            _check_pattern(subject)
+        _check_stream(name, subjects)
         self._require_connected()
         self._streams.setdefault(
             name, MemoryStream(subjects=subjects, duplicate_window=duplicate_window)

@@ -30,6 +30,7 @@ from campaign_express.backends.bus import (
     _check_kv,
     _check_pattern,
     _check_queue,
+    _check_stream,
     _check_subject,
     _run_handler,
 )
@@ -262,9 +263,7 @@ class NatsBus:
     async def stream_ensure(
         self, name: str, subjects: tuple[str, ...], *, duplicate_window: float = 120.0
     ) -> None:
-        _check_kv(name, "stream")
-        for subject in subjects:
-            _check_pattern(subject)
+        _check_stream(name, subjects)
         jetstream = self._jetstream()
         with _unavailable_on_error("stream_ensure"):
             try:
