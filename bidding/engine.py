@@ -41,6 +41,8 @@ NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "c
                  "user", "test")
 
 
+NO_BOOST = Decimal(1)  # the price multiplier without a loyalty tier (built once, not per offer)
+
 @dataclass(frozen=True)
 class EngineSettings:
     public_url: str  # where exchanges and browsers reach our notice and click endpoints
@@ -302,7 +304,7 @@ class BidEngine:
         return build_matrix(user=user, context=context, offers=rows)
 
     def _price(self, offer: _Offer, ctr: float, currency: str,
-               rates: dict[str, Decimal], *, boost: Decimal = Decimal(1)) -> Decimal | None:
+               rates: dict[str, Decimal], *, boost: Decimal = NO_BOOST) -> Decimal | None:
         campaign = offer.candidate.campaign
         try:
             price = convert(bid_cpm(base_cpm=campaign.base_bid_cpm,
@@ -366,9 +368,9 @@ def _loyalty_boost(campaign: CampaignEntry, profile: Profile | None) -> Decimal:
     """The member's tier boost in the campaign's loyalty program; 1 without one (no profile
     read without consent, no program, not a member)."""
     if profile is None or campaign.loyalty_program_id is None:
-        return Decimal(1)
+        return NO_BOOST
     status = profile.loyalty.get(str(campaign.loyalty_program_id))
-    return Decimal(status.bid_boost) if status is not None else Decimal(1)
+    return Decimal(status.bid_boost) if status is not None else NO_BOOST
 
 
 def _has_caps(campaign: CampaignEntry) -> bool:
