@@ -19,12 +19,16 @@ command opens a new connection. A command whose connection was lost is sent once
 fresh connection (Redis may drop an idle one), never after a timeout, so an unreachable
 Redis costs a caller at most its connect and read timeouts.
 
+`RedisClient` adds Redis Cluster on top: pointed at any node of a Cluster it learns so from the
+first `MOVED` reply and routes each command to its slot's master from then on (see there).
+
 Django-free: the bidder imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import collections
 import hashlib
 import socket
@@ -122,12 +126,21 @@ class RedisConnection:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
 
-    async def execute(self, *args: str | bytes | int) -> Any:
+    def to(self, host: str, port: int) -> RedisConnection:
+        """A connection to another node with these credentials and timeouts (database 0:
+        a Cluster has no other)."""
+        return RedisConnection(host=host, port=port, username=self.username,
+                               password=self.password, ssl_context=self.ssl_context,
+                               connect_timeout=self.connect_timeout, timeout=self.timeout)
+
+    async def execute(self, *args: str | bytes | int, asking: bool = False) -> Any:
         """The command's reply (bytes, int, None or a list of them); raises ReplyError for
         an error reply, TimeoutError or ConnectionError (both OSError) when Redis cannot
-        answer."""
+        answer. ``asking`` sends `ASKING` just before it (a Cluster slot in migration)."""
         for attempt in (1, 2):
             protocol = await self._connected()
+            if asking:
+                protocol.send(_ASKING)
             future = protocol.send(_pack(args))
             handle = protocol.loop.call_later(self.timeout, _expire, protocol, future,
                                               self.timeout)
@@ -143,17 +156,6 @@ class RedisConnection:
                 raise reply
             return reply
         raise AssertionError("unreachable")
-
-    async def evalsha(self, script: bytes, keys: list[str], args: list[int]) -> Any:
-        """Runs a Lua script by its digest, sending the script itself only when Redis does
-        not know it yet (after a restart or SCRIPT FLUSH)."""
-        digest = _digest(script)
-        try:
-            return await self.execute("EVALSHA", digest, len(keys), *keys, *args)
-        except ReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-        return await self.execute("EVAL", script, len(keys), *keys, *args)
 
     async def _connected(self) -> _Protocol:
         protocol = self._protocol
@@ -193,11 +195,129 @@ class RedisConnection:
             protocol.transport.close()
 
 
+class RedisClient:
+    """Commands to one Redis, or to a Redis Cluster through any of its nodes.
+
+    The client starts on the URL's node and costs nothing more while that node answers
+    everything. A `MOVED` reply means it is one node of a Cluster: the client reads the slot
+    map (`CLUSTER SLOTS`), keeps a pipelined connection per master, and from then on sends
+    each command to the master of its first key's slot, reading the map again when a reply
+    says a slot moved or a master cannot be reached (after a failover). An `ASK` reply (a
+    slot being migrated) sends that one command to the node named. The keys of one command
+    must share a slot, as Cluster requires: the platform's multi-key calls use one hash tag
+    (`cap:{u...}:...`, `budget:{c12}:...`). A Cluster has only database 0.
+    """
+
+    def __init__(self, seed: RedisConnection) -> None:
+        self.seed = seed
+        self._nodes: dict[tuple[str, int], RedisConnection] = {(seed.host, seed.port): seed}
+        self._slots: list[RedisConnection] | None = None  # None: not a Cluster (yet)
+        self._refreshing: asyncio.Task[None] | None = None
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._slots is not None
+
+    async def execute(self, *args: str | bytes | int) -> Any:
+        connection = self._route(args)
+        asking = False
+        for _ in range(5):
+            try:
+                return await connection.execute(*args, asking=asking)
+            except ReplyError as error:
+                kind, _, rest = str(error).partition(" ")
+                if kind not in ("MOVED", "ASK"):
+                    raise
+                address = rest.rpartition(" ")[2]
+                connection = self._node(address, connection)
+                asking = kind == "ASK"
+                if kind == "MOVED":
+                    await self._refresh(connection)
+            except OSError:
+                if self._slots is None or not await self._refresh_from_any():
+                    raise
+                connection, asking = self._route(args), False
+        raise ConnectionError(f"redis cluster: {args[0]!r} still redirected after 5 tries")
+
+    async def evalsha(self, script: bytes, keys: list[str], args: list[int]) -> Any:
+        """Runs a Lua script by its digest, sending the script itself only when its node
+        does not know it yet (after a restart, SCRIPT FLUSH or on a new Cluster node)."""
+        digest = _digest(script)
+        try:
+            return await self.execute("EVALSHA", digest, len(keys), *keys, *args)
+        except ReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        for connection in self._nodes.values():
+            connection.close()
+
+    def _route(self, args: tuple[str | bytes | int, ...]) -> RedisConnection:
+        if self._slots is None:
+            return self.seed
+        key = _first_key(args)
+        return self._slots[key_slot(key)] if key is not None else self.seed
+
+    def _node(self, address: str, asked: RedisConnection) -> RedisConnection:
+        host, _, port = address.rpartition(":")
+        node = (host or asked.host, int(port))
+        if node not in self._nodes:
+            self._nodes[node] = self.seed.to(*node)
+        return self._nodes[node]
+
+    async def _refresh(self, via: RedisConnection) -> None:
+        """Reads the slot map from ``via``; concurrent callers share one read."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._read_slots(via))
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh_from_any(self) -> bool:
+        for node in list(self._nodes.values()):
+            try:
+                await self._refresh(node)
+            except (OSError, ReplyError):
+                continue
+            return True
+        return False
+
+    async def _read_slots(self, via: RedisConnection) -> None:
+        slots: list[RedisConnection] = [self.seed] * 16384
+        for start, end, master, *_ in await via.execute("CLUSTER", "SLOTS"):
+            host = master[0].decode() if master[0] else via.host
+            node = self._node(f"{host}:{master[1]}", via)
+            slots[start:end + 1] = [node] * (end - start + 1)
+        self._slots = slots
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Cluster slot of ``key``: CRC16 (XMODEM) of its hash tag, or of the whole key."""
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    return binascii.crc_hqx(data, 0) & 0x3FFF
+
+
+def _first_key(args: tuple[str | bytes | int, ...]) -> str | bytes | None:
+    """The first key of the commands the store sends, or None for one without keys."""
+    name = str(args[0]).upper()
+    if name in ("EVALSHA", "EVAL"):
+        return args[3] if int(args[2]) > 0 else None  # type: ignore[return-value]
+    if name in ("PING", "CLUSTER", "INFO") or len(args) < 2:
+        return None
+    return args[1]  # type: ignore[return-value]
+
+
 def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
     """The command in the Redis protocol (hiredis's stub types only one-word commands)."""
     return cast("bytes", hiredis.pack_command(args))  # type: ignore[arg-type]
 
 
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
 _DIGESTS: dict[bytes, str] = {}
 
 
@@ -206,6 +326,12 @@ def _digest(script: bytes) -> str:
     if digest is None:
         digest = _DIGESTS[script] = hashlib.sha1(script, usedforsecurity=False).hexdigest()
     return digest
+
+
+def client_from_url(url: str, *, connect_timeout: float, timeout: float) -> RedisClient:
+    """A `RedisClient` starting on the URL's node (`connection_from_url`)."""
+    return RedisClient(connection_from_url(url, connect_timeout=connect_timeout,
+                                           timeout=timeout))
 
 
 def connection_from_url(url: str, *, connect_timeout: float,

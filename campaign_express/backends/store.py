@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
-from campaign_express.backends.redis_wire import ReplyError, connection_from_url
+from campaign_express.backends.redis_wire import ReplyError, client_from_url
 
 _INTEGER = re.compile(rb"-?[0-9]+")
 
@@ -248,7 +248,8 @@ class RedisStore:
     costs the bid path milliseconds, never the exchange's whole `tmax`. Commands from all
     concurrent callers share one pipelined connection (`redis_wire`): Redis runs them one at
     a time anyway, and a pool's checkout and bookkeeping cost more CPU than the command.
-    For Redis Cluster, `get_many` keys must share a hash tag; this class talks to one node.
+    The URL may name any node of a Redis Cluster (database 0): commands then go to their
+    slot's master (`redis_wire.RedisClient`); `get_many` keys must share a hash tag.
     """
 
     def __init__(
@@ -258,8 +259,7 @@ class RedisStore:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
     ) -> None:
-        self._redis = connection_from_url(url, connect_timeout=connect_timeout,
-                                          timeout=timeout)
+        self._redis = client_from_url(url, connect_timeout=connect_timeout, timeout=timeout)
 
     async def get(self, key: str) -> bytes | None:
         with _unavailable_on_error():

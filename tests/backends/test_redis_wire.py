@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio
 
 from campaign_express.backends.redis_wire import (
+    RedisClient,
     RedisConnection,
     ReplyError,
     connection_from_url,
@@ -71,8 +72,9 @@ async def test_a_script_redis_does_not_know_yet_is_sent_whole_then_run_by_digest
         connection: RedisConnection, prefix: str) -> None:
     script = f"return {{KEYS[1], ARGV[1], '{uuid.uuid4().hex}'}}".encode()
 
-    first = await connection.evalsha(script, [f"{prefix}k"], [7])
-    second = await connection.evalsha(script, [f"{prefix}k"], [8])
+    client = RedisClient(connection)
+    first = await client.evalsha(script, [f"{prefix}k"], [7])
+    second = await client.evalsha(script, [f"{prefix}k"], [8])
 
     assert first[:2] == [f"{prefix}k".encode(), b"7"]
     assert second[:2] == [f"{prefix}k".encode(), b"8"]
