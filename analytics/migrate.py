@@ -12,6 +12,12 @@ migration that fails half-way is not recorded and runs again from its first stat
 every statement must be safe to run twice (`IF NOT EXISTS`, `MODIFY`). Never edit an applied
 migration; add a new one (the plan reports applied files whose checksum changed).
 
+In a Replicated database (the deployment's ClickHouse replicas, `deploy/clickhouse`) DDL
+reaches every replica, but a table's rows are copied between them only by a
+`Replicated*MergeTree` engine: there every `ENGINE = ...MergeTree(` of a statement is applied
+as `ENGINE = Replicated...MergeTree(` (path and replica name from the server's defaults), so
+the migration files stay the same for one server, a replicated pair and chDB.
+
 Run them from one place at a time (a deploy job, or `manage.py run` in embedded mode): two
 concurrent runs would both apply a pending migration, harmless only because of the rule above.
 
@@ -36,6 +42,7 @@ MIGRATIONS_TABLE = "clickhouse_migrations"
 
 _NAME = re.compile(r"[0-9]{4}_[a-z0-9_]+")
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+_ENGINE = re.compile(r"ENGINE\s*=\s*(?!Replicated)(\w*)MergeTree\(")
 
 # One row per applied migration; a few rows read whole, so unpartitioned and sorted by name.
 _MIGRATIONS_TABLE_DDL = f"""
@@ -62,6 +69,7 @@ class MigrationContext:
     database: str
     server_version: tuple[int, ...]
     retention_days: int
+    replicated: bool = False  # the database's engine is Replicated
 
 
 @dataclass(frozen=True)
@@ -151,11 +159,22 @@ def migrations_plan(
 
 
 def migration_context(*, backend: AnalyticsBackend, retention_days: int) -> MigrationContext:
+    engine = backend.query(
+        "SELECT engine FROM system.databases WHERE name = %(database)s",
+        {"database": backend.database},
+    )
     return MigrationContext(
         database=backend.database,
         server_version=backend.server_version(),
         retention_days=retention_days,
+        replicated=bool(engine) and engine[0][0] == "Replicated",
     )
+
+
+def replicated_engines(statement: str) -> str:
+    """``statement`` with its MergeTree-family engines replicated (`ReplacingMergeTree(v)` ->
+    `ReplicatedReplacingMergeTree(v)`)."""
+    return _ENGINE.sub(r"ENGINE = Replicated\1MergeTree(", statement)
 
 
 def migration_apply(
@@ -165,8 +184,9 @@ def migration_apply(
 
     Recorded only after its last statement succeeded, so a failed migration stays pending.
     """
-    backend.execute(_MIGRATIONS_TABLE_DDL)
-    statements = migration.statements(context)
+    rewrite = replicated_engines if context.replicated else str
+    backend.execute(rewrite(_MIGRATIONS_TABLE_DDL))
+    statements = [rewrite(statement) for statement in migration.statements(context)]
     for statement in statements:
         backend.execute(statement)
     backend.insert(

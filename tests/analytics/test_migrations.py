@@ -27,7 +27,9 @@ from analytics.migrate import (
     migrations_applied,
     migrations_apply,
     migrations_load,
+    migration_context,
     migrations_plan,
+    replicated_engines,
     sql_statements,
 )
 from campaign_express import platform
@@ -113,6 +115,26 @@ def test_migrations_from_empty_create_the_schema(backend: AnalyticsBackend) -> N
     ]
     assert "ReplacingMergeTree(computed_at)" in engine_full(backend, "analytics_hourly")
     assert "ReplacingMergeTree(computed_at)" in engine_full(backend, "analytics_rollup_hours")
+
+
+def test_in_a_replicated_database_tables_get_replicated_engines() -> None:
+    assert replicated_engines(
+        "CREATE TABLE t (a UInt8)\nENGINE = ReplacingMergeTree(computed_at)\nORDER BY a"
+    ) == "CREATE TABLE t (a UInt8)\nENGINE = ReplicatedReplacingMergeTree(computed_at)\nORDER BY a"
+    assert replicated_engines("ENGINE=MergeTree() ORDER BY name") == (
+        "ENGINE = ReplicatedMergeTree() ORDER BY name")
+    assert replicated_engines("ENGINE = ReplicatedMergeTree() ORDER BY name") == (
+        "ENGINE = ReplicatedMergeTree() ORDER BY name")
+    assert replicated_engines("ALTER TABLE t MODIFY TTL x") == "ALTER TABLE t MODIFY TTL x"
+
+
+def test_a_plain_database_keeps_the_engines_as_written(backend: AnalyticsBackend) -> None:
+    # Neither ClickHouse 18.16 nor chDB has Replicated databases; the pair in deploy/clickhouse
+    # does (its engine is then "Replicated").
+    assert migration_context(backend=backend, retention_days=90).replicated is False
+    migrations_apply(backend=backend, retention_days=90)
+
+    assert "Replicated" not in engine_full(backend, "analytics_events")
 
 
 def test_running_again_applies_nothing(backend: AnalyticsBackend) -> None:
