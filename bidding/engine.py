@@ -11,6 +11,7 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
@@ -129,12 +130,12 @@ class BidEngine:
             profile = await self.profiles.get(request.user_id)
         offers = self._offers(index, request, exchange, now, outcome, profile)
         user = user_key(request.user_id) if request.has_user_consent else ""
-        try:
-            offers = await self._without_capped(offers, user, now, outcome)
-        except StoreUnavailable:
-            return self._store_failed(outcome)
+        if not user:
+            offers = _without_capped_campaigns(offers, outcome)
         if not offers:
             outcome.reason = NoBid.NO_ELIGIBLE_CAMPAIGN
+            if outcome.refusals["cap_without_user"]:
+                outcome.reason = NoBid.NO_CONSENT if request.user_id else NoBid.UNMATCHED_USER
             return outcome
         scores = await self.runtime.score(self._features(request, offers, profile, now),
                                           routing_key=request.request_id)
@@ -155,47 +156,69 @@ class BidEngine:
         try:
             for choices in ranked.values():
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
-                for price, _, offer in choices:
-                    bid_id = uuid.uuid4().hex
-                    # A test auction (`test=1`) is not billable: it holds and spends nothing.
-                    if request.is_test or await self._hold(offer, price, currency, rates,
-                                                           bid_id, now, outcome):
-                        bids.append(self._bid(request, exchange, offer, price, currency,
-                                              bid_id=bid_id, user=user, now=now))
-                        break
+                chosen = await self._choose(request, choices, user=user, currency=currency,
+                                            rates=rates, now=now, outcome=outcome)
+                if chosen is not None:
+                    offer, price, bid_id = chosen
+                    bids.append(self._bid(request, exchange, offer, price, currency,
+                                          bid_id=bid_id, user=user, now=now))
         except StoreUnavailable:
             return self._store_failed(outcome)
         if not bids:
-            outcome.reason = NoBid.BUDGET_EXHAUSTED
+            budget = outcome.refusals["daily_budget"] + outcome.refusals["total_budget"]
+            capped = outcome.refusals["frequency_cap"]
+            outcome.reason = NoBid.DAILY_USER_CAP if capped and not budget else (
+                NoBid.BUDGET_EXHAUSTED)
             return outcome
         outcome.response = BidResponse(id=request.request_id, bidid=uuid.uuid4().hex,
                                        cur=currency,
                                        seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
         return outcome
 
-    async def _without_capped(self, offers: list[_Offer], user: str, now: float,
-                              outcome: Outcome) -> list[_Offer]:
-        """Drops offers of campaigns whose frequency cap this user reached. Without a user
-        we may count (no id, or no consent), capped campaigns cannot know and do not bid."""
-        capped_campaigns = {offer.candidate.campaign.id: offer.candidate.campaign
-                            for offer in offers if _has_caps(offer.candidate.campaign)}
-        if not capped_campaigns:
-            return offers
-        if not user:
-            reached = set(capped_campaigns)
-            outcome.refusals["cap_without_user"] += len(reached)
-        else:
-            self._check_store(now)
-            reached = await self.ledger.capped(user=user, campaigns=capped_campaigns.values(),
-                                               now=now)
-            metrics.FREQUENCY_CAPPED.inc(len(reached))
-            outcome.refusals["frequency_cap"] += len(reached)
-        return [offer for offer in offers if offer.candidate.campaign.id not in reached]
+    async def _choose(self, request: RequestView,
+                      choices: list[tuple[Decimal, float, _Offer]], *, user: str,
+                      currency: str, rates: dict[str, Decimal], now: float,
+                      outcome: Outcome) -> tuple[_Offer, Decimal, str] | None:
+        """The best of an impression's choices that may bid, its price and bid id: not at the
+        user's frequency cap, and its cost held on its budget (a test auction, `test=1`, is
+        not billable and holds nothing). The caps are read only once a choice has some, in
+        the same write to Redis as that choice's hold, for every capped choice at once: one
+        round trip for most requests. A hold taken for a choice its cap then refuses is
+        given back."""
+        capped = {offer.candidate.campaign.id: offer.candidate.campaign
+                  for _, _, offer in choices if _has_caps(offer.candidate.campaign)}
+        reached: set[int] | None = None if capped else set()
+        for price, _, offer in choices:
+            campaign_id = offer.candidate.campaign.id
+            if reached is not None and campaign_id in reached:
+                continue
+            bid_id = uuid.uuid4().hex
+            hold = self._hold(request, offer, price, currency, rates, bid_id, now, outcome)
+            if reached is None and campaign_id in capped:
+                self._check_store(now)
+                found, held = await asyncio.gather(
+                    self.ledger.capped(user=user, campaigns=capped.values(), now=now), hold)
+                metrics.FREQUENCY_CAPPED.inc(len(found))
+                outcome.refusals["frequency_cap"] += len(found)
+                reached = found
+                if campaign_id in found:
+                    if held and not request.is_test:
+                        await self.ledger.release(campaign_id=campaign_id, hold_id=bid_id,
+                                                  minute=int(now // 60))
+                    continue
+            else:
+                held = await hold
+            if held:
+                return offer, price, bid_id
+        return None
 
-    async def _hold(self, offer: _Offer, price: Decimal, currency: str,
+    async def _hold(self, request: RequestView, offer: _Offer, price: Decimal, currency: str,
                     rates: dict[str, Decimal], bid_id: str, now: float,
                     outcome: Outcome) -> bool:
-        """Holds the bid's cost (one impression at ``price`` CPM) on its campaign's budget."""
+        """Holds the bid's cost (one impression at ``price`` CPM) on its campaign's budget;
+        a test auction holds nothing."""
+        if request.is_test:
+            return True
         campaign = offer.candidate.campaign
         try:
             cost = convert(price / 1000, source=currency, target=campaign.currency,
@@ -371,6 +394,17 @@ def _loyalty_boost(campaign: CampaignEntry, profile: Profile | None) -> Decimal:
         return NO_BOOST
     status = profile.loyalty.get(str(campaign.loyalty_program_id))
     return Decimal(status.bid_boost) if status is not None else NO_BOOST
+
+
+def _without_capped_campaigns(offers: list[_Offer], outcome: Outcome) -> list[_Offer]:
+    """Without a user we may count (no id, or no consent), campaigns with frequency caps
+    cannot know whether the cap is reached, and do not bid."""
+    kept = [offer for offer in offers if not _has_caps(offer.candidate.campaign)]
+    if len(kept) < len(offers):
+        outcome.refusals["cap_without_user"] += len(
+            {offer.candidate.campaign.id for offer in offers}
+            - {offer.candidate.campaign.id for offer in kept})
+    return kept
 
 
 def _has_caps(campaign: CampaignEntry) -> bool:

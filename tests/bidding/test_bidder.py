@@ -311,6 +311,51 @@ async def test_a_user_at_a_frequency_cap_gets_no_bid_and_others_still_do(tmp_pat
     await service.stop()
 
 
+async def test_a_capped_request_says_nbr_9_when_nothing_else_may_bid(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_day=1))
+    request = fixture("banner-site-2.6.json")
+    await service.engine.ledger.count_impression(user=user_key("ce-user-123"), campaign_id=1)
+
+    answer = await post(service, request, path="/v1/bid/reasons")
+
+    assert answer.json() == {"id": "req-banner-26", "nbr": 9}
+    await service.stop()
+
+
+async def test_a_capped_best_choice_gives_its_hold_back_and_the_next_one_bids(tmp_path):
+    service = await started_service(
+        tmp_path,
+        campaign(1, creative(11, "banner"), frequency_cap_hour=1,
+                 base_bid_cpm=Decimal(5), max_bid_cpm=Decimal(9)),
+        campaign(2, creative(21, "banner")))
+    ledger = service.engine.ledger
+    await ledger.count_impression(user=user_key("ce-user-123"), campaign_id=1)
+
+    answer = await post(service, fixture("banner-site-2.6.json"))
+
+    assert answer.json()["seatbid"][0]["bid"][0]["cid"] == "2"
+    minute = int(time.time() // 60)
+    held = await service.store.get_many([f"budget:{{c1}}:held:{minute - back}"
+                                         for back in (0, 1)])
+    assert [int(value or 0) for value in held] == [0, 0]  # taken, then given back
+    await service.stop()
+
+
+async def test_capped_campaigns_without_a_countable_user_say_why(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_day=5))
+    request = fixture("banner-site-2.6.json")
+    no_user = {key: value for key, value in request.items() if key != "user"}
+
+    unmatched = await post(service, no_user, path="/v1/bid/reasons")
+    no_consent = await post(service, {**request, "regs": {"coppa": 1}}, path="/v1/bid/reasons")
+
+    assert unmatched.json() == {"id": "req-banner-26", "nbr": 8}
+    assert no_consent.json() == {"id": "req-banner-26", "nbr": 0}
+    await service.stop()
+
+
 async def test_capped_campaigns_do_not_bid_without_a_user_they_may_count(tmp_path):
     service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
                                                        frequency_cap_day=5))
