@@ -3,7 +3,8 @@
 Reads the same environment as every other process (`campaign_express.env`), serves
 `POST /v1/bid[/{exchange}]` and health on the HTTP port, `campaign.bidding.v1.BiddingService`
 on the gRPC port, bid requests from the bus (`campaign-bids.bid-requests`) and Prometheus
-metrics on the metrics port. No Django is loaded.
+metrics on the metrics port; spans go to the OTLP endpoint when one is configured. No Django is
+loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bidding.app import BidderApp
 from bidding.service import BidderService
-from campaign_express import env
+from campaign_express import env, telemetry
 from campaign_express.backends.bus import bus_from_url
 from campaign_express.backends.store import store_from_url
 from campaign_express.logs import logging_config
@@ -70,6 +71,7 @@ def main() -> None:
     except env.ConfigError as error:
         sys.exit(f"configuration error: {error}")
     logging.config.dictConfig(logging_config(config.log_filter, config.log_format))
+    telemetry.configure(config, service_name=telemetry.BIDDER_SERVICE)
     service = BidderService(config=config, bus=bus_from_url(config.nats_url),
                             store=store_from_url(config.redis_url), grpc_port=config.grpc_port)
     prometheus_client.start_http_server(config.metrics_port, addr=config.api_host)

@@ -24,6 +24,7 @@ from bidding import metrics
 from bidding.handler import Answer, BidHandler
 from bidding.nbr import NoBid
 from bidding.snapshot import ExchangeEntry
+from campaign_express.logs import REQUEST, RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class _Work:
     exchange: ExchangeEntry
     received_at: float
     answer: asyncio.Future[Answer]
+    context: RequestContext | None  # the transport's log context, for the agent's lines
 
 
 class _RequestId(msgspec.Struct):
@@ -148,7 +150,7 @@ class AgentPool:
         if queue is None or not self._tasks:
             return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
         work = _Work(body, exchange, received_at or time.perf_counter(),
-                     asyncio.get_running_loop().create_future())
+                     asyncio.get_running_loop().create_future(), REQUEST.get())
         try:
             queue.put_nowait(work)
         except asyncio.QueueFull:
@@ -161,6 +163,7 @@ class AgentPool:
         while True:
             work = await queue.get()
             metrics.AGENT_QUEUE_DEPTH.set(queue.qsize())
+            token = REQUEST.set(work.context)
             try:
                 if not work.answer.done():  # a caller that went away is not bid for
                     answer = await self.handler.handle(work.body, exchange=work.exchange,
@@ -175,6 +178,7 @@ class AgentPool:
                 self._settle(work, self._turned_away(work.body, work.exchange,
                                                      NoBid.TECHNICAL_ERROR))
             finally:
+                REQUEST.reset(token)
                 queue.task_done()
 
     def _turned_away(self, body: bytes, exchange: ExchangeEntry, reason: NoBid) -> Answer:

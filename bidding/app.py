@@ -7,6 +7,10 @@ without a body (OpenRTB §2.1), anything we do not bid on is a 204 (or `200 {"id
 for exchanges that asked for reasons), and an exception of ours is logged and answered as a
 no-bid for technical error.
 
+Every request sets one log context (`campaign_express.logs.REQUEST`); its id is worked out
+only if a line is logged. With tracing on (`campaign_express.telemetry`), bids, notices and
+clicks are server spans; off, that costs one module attribute check per request.
+
 In production it runs as its own process (`manage.py bidder`); in embedded mode the
 platform's ASGI router sends `/v1/bid*` here and everything else to Django.
 """
@@ -24,11 +28,13 @@ from urllib.parse import parse_qsl
 
 from bidding import metrics
 from bidding.gateway import allows, bearer_token
-from bidding.handler import BidHandler
+from bidding.handler import Answer, BidHandler
 from bidding.nbr import NoBid
 from bidding.openrtb.request import MAX_BODY_BYTES
 from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
+from campaign_express import telemetry
+from campaign_express.logs import REQUEST, RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,34 @@ async def _respond(send: Send, status: int, body: bytes = b"",
     await send({"type": "http.response.body", "body": body})
 
 
+def _trace_carrier(scope: Scope) -> dict[str, str]:
+    return {key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope.get("headers", ())
+            if key.lower() in (b"traceparent", b"tracestate")}
+
+
+class HttpRequestContext(RequestContext):
+    """A request's log context. Its id, the OpenRTB request's (else the caller's
+    `X-Request-ID`), is read only when a line is logged: a request that logs nothing pays
+    for one object."""
+
+    __slots__ = ("scope", "body", "answer")
+
+    def __init__(self, scope: Scope, span: Any = None) -> None:
+        self._request_id = ""
+        self.span = span
+        self.scope = scope
+        self.body = b""
+        self.answer: Answer | None = None
+
+    @property
+    def request_id(self) -> str:
+        if not self._request_id:
+            self._request_id = (telemetry.openrtb_request_id(self.body)
+                                or _header(self.scope, b"x-request-id"))
+        return self._request_id
+
+
 def caller_allowed(exchange: ExchangeEntry, scope: Scope) -> bool:
     """The exchange's check (`gateway.allows`) on the request's token and address."""
     return allows(exchange, token=bearer_token(_header(scope, b"authorization")),
@@ -102,10 +136,16 @@ class BidderApp:
             return
         path, method = scope["path"], scope["method"]
         if path.startswith("/v1/bid") and method == "POST":
-            await self.bid(scope, receive, send)
+            if telemetry.tracer is None:
+                await self.bid(scope, receive, send, HttpRequestContext(scope))
+            else:
+                await self._traced_bid(scope, receive, send)
         elif (path.startswith("/v1/notice/") or path in ("/v1/click", "/v1/conversion")) and (
                 method in ("GET", "POST")):
-            await self.notice(scope, receive, send)
+            if telemetry.tracer is None:
+                await self.notice(scope, receive, send, HttpRequestContext(scope))
+            else:
+                await self._traced_notice(scope, receive, send)
         elif path in ("/health", "/live") and method in ("GET", "HEAD"):
             await _respond(send, 200, b'{"status":"ok"}', (JSON,))
         elif path == "/ready" and method in ("GET", "HEAD"):
@@ -116,8 +156,52 @@ class BidderApp:
         else:
             await _respond(send, 404)
 
-    async def notice(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _traced_bid(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`bid` in a `POST /v1/bid` span: exchange, OpenRTB id, status, no-bid reason, bids."""
+        slug = scope["path"].removeprefix("/v1/bid").strip("/")
+        exchange = self.handler.exchange(slug)
+        statuses: list[int] = []
+
+        async def send_and_keep_status(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            await send(message)
+
+        with telemetry.server_span("POST /v1/bid", carrier=_trace_carrier(scope), attributes={
+                "http.request.method": "POST", "url.path": scope["path"],
+                "openrtb.exchange": exchange.slug if exchange is not None else slug}) as span:
+            request = HttpRequestContext(scope, span)
+            await self.bid(scope, receive, send_and_keep_status, request)
+            answer = request.answer
+            telemetry.bid_attributes(span, status=statuses[0] if statuses else 0,
+                                     body=answer.body if answer is not None else b"",
+                                     request_body=request.body,
+                                     reason=answer.reason if answer is not None else None)
+
+    async def _traced_notice(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        route = path if path in ("/v1/click", "/v1/conversion") else "/v1/notice/{kind}"
+        with telemetry.server_span(f"{scope['method']} {route}", carrier=_trace_carrier(scope),
+                                   attributes={"http.request.method": scope["method"],
+                                               "url.path": path}) as span:
+            async def send_and_record_status(message: MutableMapping[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    telemetry.http_status(span, message["status"])
+                await send(message)
+
+            await self.notice(scope, receive, send_and_record_status,
+                              HttpRequestContext(scope, span))
+
+    async def notice(self, scope: Scope, receive: Receive, send: Send,
+                     request: HttpRequestContext) -> None:
         """GET or POST; the fields are in the query string either way (OpenRTB §4.3)."""
+        token = REQUEST.set(request)
+        try:
+            await self._notice(scope, receive, send)
+        finally:
+            REQUEST.reset(token)
+
+    async def _notice(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
             try:
                 await _read_body(receive, 64 * 1024)
@@ -160,8 +244,10 @@ class BidderApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def bid(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def bid(self, scope: Scope, receive: Receive, send: Send,
+                  request: HttpRequestContext) -> None:
         received_at = time.perf_counter()
+        token = REQUEST.set(request)
         exchange = self.handler.exchange(scope["path"].removeprefix("/v1/bid").strip("/"))
         label = exchange.slug if exchange is not None else "unknown"
         metrics.REQUESTS.labels(label).inc()
@@ -176,6 +262,7 @@ class BidderApp:
                 body = await _read_body(receive, self.max_body_bytes)
                 if _header(scope, b"content-encoding").lower() == "gzip":
                     body = _gunzip(body, self.max_body_bytes)
+                request.body = body
             except (BodyTooLarge, zlib.error, OSError):
                 metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
                 metrics.RESPONSES.labels(label, "invalid").inc()
@@ -185,6 +272,7 @@ class BidderApp:
                 return
             answer = await self.service.agents.submit(body, exchange=exchange,
                                                      received_at=received_at)
+            request.answer = answer
             headers = [OPENRTB_VERSION]
             payload = answer.body
             if answer.status == 200:
@@ -197,6 +285,7 @@ class BidderApp:
                            tuple(headers) if answer.status != 400 else ())
         finally:
             metrics.LATENCY_US.observe((time.perf_counter() - received_at) * 1_000_000)
+            REQUEST.reset(token)
 
     async def _refuse(self, send: Send, label: str, status: int) -> None:
         metrics.RESPONSES.labels(label, "refused").inc()

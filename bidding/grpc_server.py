@@ -8,6 +8,9 @@ address for IP-listed exchanges is the peer's. The server also carries the stand
 `grpc.health.v1` service (SERVING only while the bidder is ready) and server reflection, so
 `grpcurl` and load balancers work without the .proto.
 
+Each bid's log lines carry the OpenRTB request's id (else the message's `request_id`); with
+tracing on, each bid is a server span, its parent the caller's `traceparent` metadata.
+
 Django-free: the bidder imports it.
 """
 
@@ -28,6 +31,8 @@ from grpc_reflection.v1alpha import reflection
 from bidding import grpc_stubs
 from bidding.gateway import bearer_token
 from bidding.handler import Answer
+from campaign_express import telemetry
+from campaign_express.logs import REQUEST, RequestContext
 
 if TYPE_CHECKING:  # the service starts this server: importing it here would be circular
     from bidding.service import BidderService
@@ -56,6 +61,29 @@ def metadata_token(context: Context) -> str:
     return ""
 
 
+def trace_carrier(context: Context) -> dict[str, str]:
+    return {key.lower(): value if isinstance(value, str) else value.decode("latin-1")
+            for key, value in context.invocation_metadata() or ()
+            if key.lower() in ("traceparent", "tracestate")}
+
+
+class _BidMessage(RequestContext):
+    """A bid message's log context; its id is read only when a line is logged."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any, span: Any) -> None:
+        super().__init__("", span)
+        self.message = message
+
+    @property
+    def request_id(self) -> str:
+        if not self._request_id:
+            self._request_id = (telemetry.openrtb_request_id(self.message.openrtb)
+                                or self.message.request_id)
+        return str(self._request_id)
+
+
 def bid_response(request_id: str, answer: Answer) -> Any:
     response = messages.BidResponse(request_id=request_id, status=answer.status,
                                     body=answer.body)
@@ -69,15 +97,34 @@ class BiddingServicer:
     def __init__(self, service: BidderService) -> None:
         self.service = service
 
-    async def _answer(self, request: Any, *, token: str, address: str) -> Any:
-        answer = await self.service.gateway.answer(
-            request.openrtb, exchange_slug=request.exchange, token=request.token or token,
-            address=address)
+    async def _answer(self, request: Any, *, token: str, address: str,
+                      span: Any = None) -> Any:
+        log_context = REQUEST.set(_BidMessage(request, span))
+        try:
+            answer = await self.service.gateway.answer(
+                request.openrtb, exchange_slug=request.exchange, token=request.token or token,
+                address=address)
+        finally:
+            REQUEST.reset(log_context)
+        if span is not None:
+            telemetry.bid_attributes(span, status=answer.status, body=answer.body,
+                                     request_body=request.openrtb, reason=answer.reason)
         return bid_response(request.request_id, answer)
 
+    async def _traced_answer(self, method: str, request: Any, context: Context, *, token: str,
+                             address: str) -> Any:
+        with telemetry.server_span(f"{SERVICE_NAME}/{method}", carrier=trace_carrier(context),
+                                   attributes={"rpc.system": "grpc", "rpc.service": SERVICE_NAME,
+                                               "rpc.method": method,
+                                               "openrtb.exchange": request.exchange}) as span:
+            return await self._answer(request, token=token, address=address, span=span)
+
     async def ProcessBid(self, request: Any, context: Context) -> Any:  # noqa: N802 - gRPC name
-        return await self._answer(request, token=metadata_token(context),
-                                  address=peer_address(context.peer()))
+        token, address = metadata_token(context), peer_address(context.peer())
+        if telemetry.tracer is None:
+            return await self._answer(request, token=token, address=address)
+        return await self._traced_answer("ProcessBid", request, context, token=token,
+                                         address=address)
 
     async def StreamBids(self, requests: AsyncIterator[Any],  # noqa: N802 - gRPC name
                          context: Context) -> AsyncIterator[Any]:
@@ -88,7 +135,12 @@ class BiddingServicer:
         done = object()
 
         async def answer(request: Any) -> None:
-            await answers.put(await self._answer(request, token=token, address=address))
+            if telemetry.tracer is None:
+                response = await self._answer(request, token=token, address=address)
+            else:
+                response = await self._traced_answer("StreamBids", request, context,
+                                                     token=token, address=address)
+            await answers.put(response)
 
         async def read() -> None:
             try:

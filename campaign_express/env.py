@@ -116,6 +116,20 @@ VARIABLES: tuple[Variable, ...] = (
              "log filter in RUST_LOG style: a default level, then `logger=level` pairs, "
              "comma-separated (`info,campaigns=debug,django.db=warning`)"),
     Variable(f"{PREFIX}LOG_FORMAT", "text", "`text` for people, `json` for log collectors"),
+    Variable("OTEL_EXPORTER_OTLP_ENDPOINT", "",
+             "OpenTelemetry collector (OTLP) to send traces to, e.g. `http://tempo:4317`; "
+             "empty (and no TRACES_ENDPOINT) turns tracing off (docs/observability.md)"),
+    Variable("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "",
+             "OTLP endpoint for traces only, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT"),
+    Variable("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
+             "`grpc` or `http/protobuf` (posts to ENDPOINT/v1/traces)"),
+    Variable("OTEL_SERVICE_NAME", "(campaign-express-bidder or campaign-express-web)",
+             "service name on the spans a process exports"),
+    Variable("OTEL_TRACES_SAMPLER", "parentbased_always_on",
+             "always_on, always_off, traceidratio, parentbased_always_on, "
+             "parentbased_always_off or parentbased_traceidratio"),
+    Variable("OTEL_TRACES_SAMPLER_ARG", "1.0",
+             "the ratio of traces kept by the `traceidratio` samplers, 0 to 1"),
     Variable(f"{PREFIX}EMAIL__HOST", "",
              "SMTP server that sends scheduled reports; empty sends no email"),
     Variable(f"{PREFIX}EMAIL__PORT", "587", "SMTP port"),
@@ -191,6 +205,11 @@ class Config:
     dsp_enabled: bool
     log_filter: str
     log_format: str
+    otlp_traces_endpoint: str
+    otlp_protocol: str
+    otel_service_name: str
+    otel_traces_sampler: str
+    otel_traces_sampler_ratio: float
     email_host: str
     email_port: int
     email_user: str
@@ -248,6 +267,16 @@ class _Reader:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def ratio(self, name: str) -> float:
+        value = self.text(name)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if not 0.0 <= number <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1, got {number}")
+        return number
+
     def url(self, name: str, schemes: tuple[str, ...]) -> str:
         value = self.text(name)
         parts = urlsplit(value)
@@ -267,6 +296,24 @@ def _plain_default(name: str) -> str:
     """The default when it is a literal value; descriptions in parentheses mean "computed"."""
     default = _DEFAULTS[name]
     return "" if default.startswith("(") or "DATA_DIR" in default else default
+
+
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
+            "parentbased_always_off", "parentbased_traceidratio")
+
+
+def _otlp_traces_endpoint(read: _Reader) -> str:
+    """The OTLP spec's rule: the traces endpoint as given, else the base endpoint, to which
+    `http/protobuf` adds `/v1/traces` (gRPC takes the base as it is)."""
+    if read.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return read.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ("http", "https"))
+    if not read.raw("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return ""
+    endpoint = read.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https"))
+    if read.text("OTEL_EXPORTER_OTLP_PROTOCOL").lower() == "http/protobuf":
+        return f"{endpoint.rstrip('/')}/v1/traces"
+    return endpoint
 
 
 PROVIDERS = ("cpu", "cuda", "tensorrt", "remote", "xdna", "ampere", "groq", "inferentia2",
@@ -333,6 +380,11 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         dsp_enabled=read.boolean(f"{PREFIX}DSP__ENABLED"),
         log_filter=read.text(f"{PREFIX}LOG"),
         log_format=read.choice(f"{PREFIX}LOG_FORMAT", ("text", "json")),
+        otlp_traces_endpoint=_otlp_traces_endpoint(read),
+        otlp_protocol=read.choice("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS),
+        otel_service_name=read.raw("OTEL_SERVICE_NAME"),
+        otel_traces_sampler=read.choice("OTEL_TRACES_SAMPLER", SAMPLERS),
+        otel_traces_sampler_ratio=read.ratio("OTEL_TRACES_SAMPLER_ARG"),
         email_host=read.raw(f"{PREFIX}EMAIL__HOST"),
         email_port=read.integer(f"{PREFIX}EMAIL__PORT", low=1, high=65535),
         email_user=read.raw(f"{PREFIX}EMAIL__USER"),
