@@ -24,10 +24,10 @@ from analytics.clickhouse import (
 from analytics.maintenance import ttl_supported
 from analytics.migrate import (
     MigrationError,
+    migration_context,
     migrations_applied,
     migrations_apply,
     migrations_load,
-    migration_context,
     migrations_plan,
     replicated_engines,
     sql_statements,
