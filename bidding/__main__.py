@@ -1,68 +1,53 @@
 """Run the bidder as its own process: ``python -m bidding``.
 
 Reads the same environment as every other process (`campaign_express.env`), serves
-`POST /v1/bid[/{exchange}]` and health on the HTTP port, `campaign.bidding.v1.BiddingService`
-on the gRPC port, bid requests from the bus (`campaign-bids.bid-requests`) and Prometheus
-metrics on the metrics port; spans go to the OTLP endpoint when one is configured. No Django is
-loaded.
+`POST /v1/bid[/{exchange}]` and health on the HTTP port (`bidding.http_server` under uvloop),
+`campaign.bidding.v1.BiddingService` on the gRPC port, bid requests from the bus
+(`campaign-bids.bid-requests`) and Prometheus metrics on the metrics port; spans go to the
+OTLP endpoint when one is configured. No Django is loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import logging.config
+import signal
 import sys
-from typing import Any, cast
 
 import prometheus_client
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import uvloop
 
 from bidding.app import BidderApp
+from bidding.http_server import Server
+from bidding.openrtb.request import MAX_BODY_BYTES
 from bidding.service import BidderService
 from campaign_express import env, telemetry
 from campaign_express.backends.bus import bus_from_url
 from campaign_express.backends.store import store_from_url
 from campaign_express.logs import logging_config
 
-
-class _CorkedTransport:
-    """A connection's transport whose writes in one turn of the event loop leave as one.
-
-    uvicorn writes a response's head and its body separately: two system calls and, with
-    TCP_NODELAY, two packets for every bid. Joined, they are one; the CPU that saves is a
-    few percent of a bid's (BENCHMARKS.md). Everything else goes to the real transport.
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(data)
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+logger = logging.getLogger("bidding")
 
 
-class _HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `_CorkedTransport`."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(cast("asyncio.Transport", _CorkedTransport(transport)))
+async def serve(config: env.Config, service: BidderService) -> None:
+    """Starts the service, serves HTTP until SIGTERM or SIGINT, then drains and stops."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await service.start()
+    # The app refuses bodies over MAX_BODY_BYTES itself (a counted invalid request); the
+    # server only bounds what it buffers.
+    server = Server(BidderApp(service, manage_lifespan=False),
+                    max_body_bytes=2 * MAX_BODY_BYTES)
+    await server.start(config.api_host, config.http_port)
+    logger.info("bidder serving HTTP on %s:%d", config.api_host, config.http_port)
+    try:
+        await stopping.wait()
+    finally:
+        await server.close()
+        await service.stop()
 
 
 def main() -> None:
@@ -75,13 +60,12 @@ def main() -> None:
     service = BidderService(config=config, bus=bus_from_url(config.nats_url),
                             store=store_from_url(config.redis_url), grpc_port=config.grpc_port)
     prometheus_client.start_http_server(config.metrics_port, addr=config.api_host)
-    # uvloop and httptools: the C event loop and HTTP parser take a tenth of the bid path's
-    # CPU off the loop (BENCHMARKS.md). Exchanges keep pools of keep-alive connections; a
-    # server closing one after uvicorn's default 5 idle seconds races the exchange's next
-    # request on it, which then fails.
-    uvicorn.run(BidderApp(service), host=config.api_host, port=config.http_port,
-                lifespan="on", log_config=None, access_log=False, loop="uvloop",
-                http=_HttpProtocol, timeout_keep_alive=75)
+    # uvloop: the C event loop takes a share of the bid path's CPU off it (BENCHMARKS.md).
+    try:
+        uvloop.run(serve(config, service))
+    except Exception:  # noqa: BLE001 - reported, then the process exits non-zero
+        logger.exception("bidder failed")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
