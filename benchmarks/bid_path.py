@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bidder_load import (  # noqa: E402
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
-        asyncio.run(_run(args, data_dir))
+        uvloop.run(_run(args, data_dir))  # the bidder process's loop
 
 
 if __name__ == "__main__":

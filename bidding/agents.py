@@ -77,8 +77,8 @@ def turned_away(body: bytes, exchange: ExchangeEntry, reason: NoBid,
     if observer is not None:
         observer(request_id=request_id, exchange=exchange, reason=reason)
     if not request_id:
-        metrics.NO_BIDS.labels(reason.value).inc()
-        metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
+        metrics.no_bids(reason.value).inc()
+        metrics.responses(exchange.slug, "no_bid").inc()
         return Answer(204, b"", reason)
     return BidHandler.no_bid(exchange, request_id, reason)
 

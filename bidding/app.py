@@ -250,7 +250,7 @@ class BidderApp:
         token = REQUEST.set(request)
         exchange = self.handler.exchange(scope["path"].removeprefix("/v1/bid").strip("/"))
         label = exchange.slug if exchange is not None else "unknown"
-        metrics.REQUESTS.labels(label).inc()
+        metrics.requests(label).inc()
         try:
             if exchange is None:
                 await self._refuse(send, label, 404 if self.service.is_ready else 503)
@@ -264,8 +264,8 @@ class BidderApp:
                     body = _gunzip(body, self.max_body_bytes)
                 request.body = body
             except (BodyTooLarge, zlib.error, OSError):
-                metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
-                metrics.RESPONSES.labels(label, "invalid").inc()
+                metrics.no_bids(NoBid.INVALID_REQUEST.value).inc()
+                metrics.responses(label, "invalid").inc()
                 self.service.events.no_bid(request_id="", exchange=exchange,
                                            reason=NoBid.INVALID_REQUEST)
                 await _respond(send, 400)
@@ -288,5 +288,5 @@ class BidderApp:
             REQUEST.reset(token)
 
     async def _refuse(self, send: Send, label: str, status: int) -> None:
-        metrics.RESPONSES.labels(label, "refused").inc()
+        metrics.responses(label, "refused").inc()
         await _respond(send, status)

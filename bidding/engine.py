@@ -34,7 +34,14 @@ from bidding.signing import Signer
 from bidding.snapshot import CampaignEntry, ExchangeEntry, Snapshot
 from campaign_express.backends.store import StoreUnavailable
 from inference.batcher import Matrix
-from inference.features import ContextFeatures, OfferFeatures, UserFeatures, build_matrix
+from inference.features import (
+    ContextFeatures,
+    EncodedOffer,
+    OfferFeatures,
+    UserFeatures,
+    build_matrix_encoded,
+    encode_offer,
+)
 from inference.runtime import ModelRuntime
 
 MTYPE = {"banner": 1, "video": 2, "audio": 3, "native": 4}
@@ -83,7 +90,7 @@ class BidEngine:
         self._index: CampaignIndex | None = None
         self._store_down_until = 0.0
         # A pair's model inputs never change while its index serves: id(candidate) -> them.
-        self._offer_features: dict[int, OfferFeatures] = {}
+        self._offer_features: dict[int, EncodedOffer] = {}
 
     @property
     def index(self) -> CampaignIndex | None:
@@ -317,14 +324,14 @@ class BidEngine:
             candidate = offer.candidate
             features = cache.get(id(candidate))
             if features is None:
-                features = cache[id(candidate)] = OfferFeatures(
+                features = cache[id(candidate)] = encode_offer(OfferFeatures(
                     format=offer.media,  # the creative's own format: the index matched it
                     category=(candidate.creative.categories
                               or candidate.campaign.categories or ("",))[0],
                     bid_cpm=float(candidate.campaign.base_bid_cpm),
-                    segments=frozenset(candidate.campaign.segments))
+                    segments=frozenset(candidate.campaign.segments)))
             rows.append(features)
-        return build_matrix(user=user, context=context, offers=rows)
+        return build_matrix_encoded(user=user, context=context, offers=rows)
 
     def _price(self, offer: _Offer, ctr: float, currency: str,
                rates: dict[str, Decimal], *, boost: Decimal = NO_BOOST) -> Decimal | None:

@@ -61,7 +61,7 @@ class Gateway:
         received_at = time.perf_counter()
         exchange = self.handler.exchange(exchange_slug)
         label = exchange.slug if exchange is not None else "unknown"
-        metrics.REQUESTS.labels(label).inc()
+        metrics.requests(label).inc()
         try:
             if exchange is None:
                 return self._refuse(label, 404 if self.is_ready() else 503)
@@ -73,5 +73,5 @@ class Gateway:
 
     @staticmethod
     def _refuse(label: str, status: int) -> Answer:
-        metrics.RESPONSES.labels(label, "refused").inc()
+        metrics.responses(label, "refused").inc()
         return Answer(status)

@@ -57,8 +57,8 @@ class BidHandler:
         try:
             request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
         except InvalidRequest:
-            metrics.NO_BIDS.labels(NoBid.INVALID_REQUEST.value).inc()
-            metrics.RESPONSES.labels(exchange.slug, "invalid").inc()
+            metrics.no_bids(NoBid.INVALID_REQUEST.value).inc()
+            metrics.responses(exchange.slug, "invalid").inc()
             events.no_bid(request_id="", exchange=exchange, reason=NoBid.INVALID_REQUEST)
             return Answer(400, reason=NoBid.INVALID_REQUEST)
         index = self.service.engine.index
@@ -85,13 +85,13 @@ class BidHandler:
         if response is not None and response is not outcome.response:
             # A partner won at least one impression: its events are `dsp_won` (dsp.service);
             # the request's own events still describe our campaigns' decision.
-            metrics.RESPONSES.labels(exchange.slug, "bid").inc()
+            metrics.responses(exchange.slug, "bid").inc()
             answer = Answer(200, encode_response(response))
         elif outcome.response is None:
             reason = outcome.reason or NoBid.NO_ELIGIBLE_CAMPAIGN
             answer = self.no_bid(exchange, request.request_id, reason)
         else:
-            metrics.RESPONSES.labels(exchange.slug, "bid").inc()
+            metrics.responses(exchange.slug, "bid").inc()
             answer = Answer(200, encode_response(outcome.response))
         events.answered(request, exchange=exchange, outcome=outcome, index=index,
                         latency_us=int((time.perf_counter() - received_at) * 1_000_000))
@@ -100,8 +100,8 @@ class BidHandler:
     @staticmethod
     def no_bid(exchange: ExchangeEntry, request_id: str, reason: NoBid) -> Answer:
         """204, or `200 {"id", "nbr"}` for exchanges that asked for reasons; counted."""
-        metrics.NO_BIDS.labels(reason.value).inc()
-        metrics.RESPONSES.labels(exchange.slug, "no_bid").inc()
+        metrics.no_bids(reason.value).inc()
+        metrics.responses(exchange.slug, "no_bid").inc()
         if exchange.no_bid_style == "nbr":
             return Answer(200, no_bid_body(request_id, reason.nbr), reason)
         return Answer(204, b"", reason)

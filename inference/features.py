@@ -278,6 +278,50 @@ def build_matrix(*, user: UserFeatures, context: ContextFeatures,
     return matrix
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedOffer:
+    """An offer's own columns encoded once (`encode_offer`): they do not change from one
+    request to the next, so a server keeps them beside the offer and builds each request's
+    matrix from them (`build_matrix_encoded`), the same numbers `build_matrix` gives."""
+
+    row: npt.NDArray[np.float32]  # FEATURE_COUNT wide; only the offer's own columns set
+    category: int  # category_index of the offer's category, -1 when not IAB
+    segments: frozenset[str]
+
+
+_OFFER_COLUMNS = slice(_SHARED_COUNT, _MATCH_INTEREST_CONTEXT)
+
+
+def encode_offer(offer: OfferFeatures) -> EncodedOffer:
+    row = np.zeros(FEATURE_COUNT, dtype=np.float32)
+    row[_OFFER_COLUMNS] = build_matrix(user=UserFeatures(), context=ContextFeatures(),
+                                       offers=(offer,))[0, _OFFER_COLUMNS]
+    return EncodedOffer(row=row, category=category_index(offer.category),
+                        segments=offer.segments)
+
+
+def build_matrix_encoded(*, user: UserFeatures, context: ContextFeatures,
+                         offers: Sequence[EncodedOffer]) -> npt.NDArray[np.float32]:
+    """`build_matrix` for offers encoded beforehand: the rows are stacked, the shared columns
+    broadcast, and only the match columns are worked out per offer (none when the user has
+    no interests and segments and the context no IAB category, the common case)."""
+    if not offers:
+        return np.zeros((0, FEATURE_COUNT), dtype=np.float32)
+    matrix = np.stack([offer.row for offer in offers])
+    interests = frozenset(index for index in map(category_index, user.interests) if index >= 0)
+    site_category = category_index(context.site_category)
+    matrix[:, :_SHARED_COUNT] = _shared_columns(user=user, context=context,
+                                                interest_count=len(interests))
+    if site_category in interests:
+        matrix[:, _MATCH_INTEREST_CONTEXT] = 1.0
+    if interests or site_category >= 0 or user.segments:
+        matrix[:, _MATCH_OFFER_START:_MATCH_OFFER_START + 3] = [
+            (offer.category in interests,
+             offer.category >= 0 and offer.category == site_category,
+             not offer.segments.isdisjoint(user.segments)) for offer in offers]
+    return matrix
+
+
 def _set_one_hot(matrix: npt.NDArray[np.float32], *, rows: npt.NDArray[np.int_], start: int,
                  indexes: npt.NDArray[np.int_]) -> None:
     is_known = indexes >= 0

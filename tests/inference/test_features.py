@@ -21,7 +21,9 @@ from inference.features import (
     OfferFeatures,
     UserFeatures,
     build_matrix,
+    build_matrix_encoded,
     build_row,
+    encode_offer,
 )
 
 
@@ -208,6 +210,36 @@ def test_build_matrix_equals_the_stacked_rows_of_each_offer():
     np.testing.assert_array_equal(matrix, np.stack(
         [build_row(user=user, offer=offer, context=context) for offer in offers]))
     assert len({row.tobytes() for row in matrix}) == 4
+
+
+def test_offers_encoded_beforehand_give_the_same_matrix():
+    """What the bidder builds from its per-snapshot encodings is what training builds."""
+    offers = [
+        OfferFeatures(format="banner", category="IAB8", bid_cpm=1.2, historical_ctr=0.003),
+        OfferFeatures(format="video", category="IAB1-4", bid_cpm=15.0,
+                      segments=frozenset({"runners"})),
+        OfferFeatures(format="unknown", category="", bid_cpm=0.0),
+        OfferFeatures(format="native", category="IAB26", bid_cpm=250.0, historical_ctr=0.2,
+                      segments=frozenset({"cyclists", "runners"})),
+    ]
+    users = [UserFeatures(),
+             UserFeatures(interests=frozenset({"IAB8", "IAB1", "nonsense"}),
+                          segments=frozenset({"runners"}), loyalty_tier="gold",
+                          loyalty_balance=900.0, recency_hours=30.0),
+             UserFeatures(segments=frozenset({"cyclists"}))]
+    contexts = [ContextFeatures(),
+                ContextFeatures(device_type="phone", os="android", hour_of_week=130,
+                                site_category="IAB8-1", ad_position=1),
+                ContextFeatures(site_category="IAB26", is_app=True, is_interstitial=True)]
+    encoded = [encode_offer(offer) for offer in offers]
+
+    for user in users:
+        for context in contexts:
+            np.testing.assert_array_equal(
+                build_matrix_encoded(user=user, context=context, offers=encoded),
+                build_matrix(user=user, context=context, offers=offers))
+    assert build_matrix_encoded(user=users[0], context=contexts[0], offers=[]).shape == (
+        0, FEATURE_COUNT)
 
 
 def test_build_row_is_float32_of_feature_count():
