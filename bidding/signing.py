@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import quote_plus
 
 SIGNATURE_FIELD = "sig"
@@ -46,13 +47,19 @@ def _encoded(fields: Mapping[str, str]) -> str:
                     for key, value in fields.items())
 
 
+@lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """The HMAC state after the key: set up once per secret, not once per bid."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 class Signer:
     """The same fields signed for several purposes (a bid's notice, click and tracking URLs):
     the fields are encoded and sorted once, and the key's HMAC state is set up once; only
     the purpose and the signature differ."""
 
     def __init__(self, secret: bytes, fields: Mapping[str, str]) -> None:
-        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        self._keyed = _keyed(secret)  # copied by each query, never updated itself
         self._body = ("\n" + _body(fields)).encode()
         self._encoded = _encoded(fields)
 
