@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 PREFIX = "CAMPAIGN_EXPRESS__"
+NATS_REPLICAS = f"{PREFIX}NATS__REPLICAS"
+NATS_MAX_REPLICAS = 5  # JetStream's limit
 
 
 class ConfigError(Exception):
@@ -153,6 +155,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("NATS_URL", "(in-process bus)",
              "NATS with JetStream for config push, ingest, bid agents and analytics, "
              "e.g. `nats://host:4222`", required_in_production=True),
+    Variable(NATS_REPLICAS, "1",
+             "copies JetStream keeps of each stream, key-value bucket and object store the "
+             "platform creates, 1 to 5; a NATS cluster of 3 wants 3 (ones that exist keep "
+             "theirs)"),
+    Variable(f"{PREFIX}CHANNELS__REDIS_URL", "(REDIS_URL)",
+             "Redis (not a Redis Cluster) for the live dashboard's websocket channel layer, "
+             "e.g. `redis://host:6379/2`; a REDIS_URL pointing at a Redis Cluster needs it; "
+             "both empty: an in-process layer, for one process only"),
     Variable("CLICKHOUSE_URL", "(chDB in DATA_DIR/chdb)",
              "ClickHouse over the native protocol, e.g. `clickhouse://user:pass@host:9000/campaign_express`",
              required_in_production=True),
@@ -221,6 +231,8 @@ class Config:
     database_url: str
     redis_url: str
     nats_url: str
+    nats_replicas: int
+    channels_redis_url: str
     clickhouse_url: str
     celery_broker_url: str
 
@@ -397,9 +409,26 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         or f"sqlite:///{data_dir / 'campaign_express.sqlite3'}",
         redis_url=read.raw("REDIS_URL"),
         nats_url=read.raw("NATS_URL"),
+        nats_replicas=nats_replicas(environ),
+        channels_redis_url=_channels_redis_url(read),
         clickhouse_url=read.raw("CLICKHOUSE_URL"),
         celery_broker_url=read.raw("CELERY_BROKER_URL"),
     )
+
+
+def nats_replicas(environ: Mapping[str, str] | None = None) -> int:
+    """CAMPAIGN_EXPRESS__NATS__REPLICAS alone: the NATS bus, built from its URL, reads it."""
+    environ = os.environ if environ is None else environ
+    return _Reader(environ, production=False).integer(NATS_REPLICAS, low=1,
+                                                      high=NATS_MAX_REPLICAS)
+
+
+def _channels_redis_url(read: _Reader) -> str:
+    """Empty means the default, REDIS_URL (itself empty in embedded mode)."""
+    name = f"{PREFIX}CHANNELS__REDIS_URL"
+    if not read.raw(name):
+        return read.raw("REDIS_URL")
+    return read.url(name, ("redis", "rediss"))
 
 
 def _embedded_secret_key(data_dir: Path) -> str:

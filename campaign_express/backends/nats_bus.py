@@ -20,6 +20,7 @@ import nats.js.errors
 import nats.js.kv
 import nats.js.object_store
 
+from campaign_express import env
 from campaign_express.backends.bus import (
     BusTimeout,
     BusUnavailable,
@@ -46,6 +47,25 @@ def _unavailable_on_error(action: str) -> Iterator[None]:
         raise BusUnavailable(f"nats {action}: {error!r}") from error
 
 
+# JetStream's answers when it cannot place the replicas asked for: "replicas > 1 not supported
+# in non-clustered mode" (a single server) and "no suitable peers for placement" (too few
+# servers up).
+_REPLICA_ERROR_CODES = (10074, 10005)
+
+
+@contextmanager
+def _replicas_named_on_error(action: str, replicas: int) -> Iterator[None]:
+    try:
+        yield
+    except nats.js.errors.APIError as error:
+        if error.err_code not in _REPLICA_ERROR_CODES:
+            raise
+        raise BusUnavailable(
+            f"nats {action}: {error.description} ({env.NATS_REPLICAS}={replicas} needs a "
+            f"JetStream cluster with at least {replicas} servers up)"
+        ) from error
+
+
 class _NatsSubscription:
     def __init__(self, subscription: nats.aio.subscription.Subscription) -> None:
         self._subscription = subscription
@@ -62,6 +82,9 @@ class NatsBus:
     would retry forever with unlimited reconnects); once connected, the client reconnects
     without limit and buffers publishes meanwhile, so a NATS restart costs no process its
     subscriptions. Every server round trip (flush, JetStream API) has `timeout`.
+
+    Streams, key-value buckets and object stores it creates get `replicas` copies, by
+    default `CAMPAIGN_EXPRESS__NATS__REPLICAS`; ones that exist keep theirs.
     """
 
     def __init__(
@@ -71,8 +94,14 @@ class NatsBus:
         connect_timeout: float = 3.0,
         timeout: float = 2.0,
         name: str = "campaign-express",
+        replicas: int | None = None,
     ) -> None:
+        if replicas is not None and not 1 <= replicas <= env.NATS_MAX_REPLICAS:
+            raise ValueError(
+                f"replicas must be between 1 and {env.NATS_MAX_REPLICAS}, got {replicas}"
+            )
         self._url = url
+        self._replicas = env.nats_replicas() if replicas is None else replicas
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._name = name
@@ -201,7 +230,10 @@ class NatsBus:
                 handle = await jetstream.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
                 try:
-                    handle = await jetstream.create_key_value(bucket=bucket, history=1)
+                    with _replicas_named_on_error("key_value", self._replicas):
+                        handle = await jetstream.create_key_value(
+                            bucket=bucket, history=1, replicas=self._replicas
+                        )
                 except nats.js.errors.BadRequestError:
                     # Another process created it between our lookup and create.
                     handle = await jetstream.key_value(bucket)
@@ -235,7 +267,10 @@ class NatsBus:
                 handle = await jetstream.object_store(bucket)
             except nats.js.errors.BucketNotFoundError:
                 try:
-                    handle = await jetstream.create_object_store(bucket=bucket)
+                    with _replicas_named_on_error("object_store", self._replicas):
+                        handle = await jetstream.create_object_store(
+                            bucket=bucket, replicas=self._replicas
+                        )
                 except nats.js.errors.BadRequestError:
                     handle = await jetstream.object_store(bucket)
         self._object_stores[bucket] = handle
@@ -270,12 +305,14 @@ class NatsBus:
                 await jetstream.stream_info(name)
             except nats.js.errors.NotFoundError:
                 try:
-                    await jetstream.add_stream(
-                        name=name,
-                        subjects=list(subjects),
-                        storage=nats.js.api.StorageType.FILE,
-                        duplicate_window=duplicate_window,
-                    )
+                    with _replicas_named_on_error("stream_ensure", self._replicas):
+                        await jetstream.add_stream(
+                            name=name,
+                            subjects=list(subjects),
+                            storage=nats.js.api.StorageType.FILE,
+                            duplicate_window=duplicate_window,
+                            num_replicas=self._replicas,
+                        )
                 except nats.js.errors.BadRequestError:
                     await jetstream.stream_info(name)  # created meanwhile by another process
 

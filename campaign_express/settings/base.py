@@ -161,9 +161,10 @@ NATS_URL = CONFIG.nats_url
 CLICKHOUSE_URL = CONFIG.clickhouse_url
 CHDB_PATH = DATA_DIR / "chdb"
 # The live view's websocket groups: Redis lets any web process serve any socket; in-process
-# otherwise (embedded mode, tests).
+# otherwise (embedded mode, tests). channels_redis speaks to one Redis, not a Redis Cluster.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                              "CONFIG": {"hosts": [REDIS_URL]}} if REDIS_URL else
+                              "CONFIG": {"hosts": [CONFIG.channels_redis_url]}}
+                  if CONFIG.channels_redis_url else
                   {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Scheduled reports are emailed only when EMAIL_HOST is set (analytics.services).

@@ -64,10 +64,32 @@ def test_production_names_the_missing_required_variable(missing, tmp_path):
     ("CAMPAIGN_EXPRESS__NPU__PROVIDER", "abacus", "must be one of cpu, cuda"),
     ("CAMPAIGN_EXPRESS__MODE", "staging", "must be one of embedded, production"),
     ("CAMPAIGN_EXPRESS__LOG_FORMAT", "xml", "must be one of text, json"),
+    ("CAMPAIGN_EXPRESS__NATS__REPLICAS", "0", "must be between 1 and 5"),
+    ("CAMPAIGN_EXPRESS__NATS__REPLICAS", "6", "must be between 1 and 5"),
+    ("CAMPAIGN_EXPRESS__NATS__REPLICAS", "three", "must be an integer"),
+    ("CAMPAIGN_EXPRESS__CHANNELS__REDIS_URL", "redis-broker:6379", "must be a redis or rediss URL"),
 ])
 def test_malformed_values_name_the_variable(name, value, message, tmp_path):
     with pytest.raises(env.ConfigError, match=f"^{name} {message}"):
         env.load({name: value, "CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path)})
+
+
+def test_nats_replicas_default_to_one(tmp_path):
+    assert env.load({"CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path)}).nats_replicas == 1
+    assert env.load({"CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path),
+                     "CAMPAIGN_EXPRESS__NATS__REPLICAS": "3"}).nats_replicas == 3
+
+
+def test_channel_layer_redis_defaults_to_redis_url(tmp_path):
+    base = {"CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path)}
+    assert env.load(base).channels_redis_url == ""
+    with_redis = {**base, "REDIS_URL": "redis://redis:6379/0"}
+    assert env.load(with_redis).channels_redis_url == "redis://redis:6379/0"
+    assert env.load({**with_redis, "CAMPAIGN_EXPRESS__CHANNELS__REDIS_URL": ""}
+                    ).channels_redis_url == "redis://redis:6379/0"
+    assert env.load({**with_redis,
+                     "CAMPAIGN_EXPRESS__CHANNELS__REDIS_URL": "redis://redis-broker:6379/2"}
+                    ).channels_redis_url == "redis://redis-broker:6379/2"
 
 
 def test_xdna_device_implies_xdna_provider_unless_provider_is_set(tmp_path):
@@ -112,3 +134,25 @@ def test_manage_py_in_production_mode_stops_naming_the_missing_variable(tmp_path
     assert result.returncode == 1
     assert result.stderr.strip() == ("configuration error: NATS_URL is required when "
                                      "CAMPAIGN_EXPRESS__MODE=production; see .env.example")
+
+
+def test_the_channel_layer_uses_the_channels_redis_url(tmp_path):
+    environ = {key: value for key, value in os.environ.items()
+               if not key.startswith("CAMPAIGN_EXPRESS__") and key != "REDIS_URL"}
+    environ.update({"CAMPAIGN_EXPRESS__DATA_DIR": str(tmp_path),
+                    "DJANGO_SETTINGS_MODULE": "campaign_express.settings.base"})
+    script = "from django.conf import settings; print(settings.CHANNEL_LAYERS['default'])"
+
+    def layer(**variables):
+        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                                text=True, env={**environ, **variables}, check=True)
+        return result.stdout.strip()
+
+    assert layer() == "{'BACKEND': 'channels.layers.InMemoryChannelLayer'}"
+    assert layer(REDIS_URL="redis://redis:6379/0") == (
+        "{'BACKEND': 'channels_redis.core.RedisChannelLayer', "
+        "'CONFIG': {'hosts': ['redis://redis:6379/0']}}")
+    assert layer(REDIS_URL="redis://redis:6379/0",
+                 CAMPAIGN_EXPRESS__CHANNELS__REDIS_URL="redis://redis-broker:6379/2") == (
+        "{'BACKEND': 'channels_redis.core.RedisChannelLayer', "
+        "'CONFIG': {'hosts': ['redis://redis-broker:6379/2']}}")
