@@ -415,9 +415,8 @@ def _without_capped_campaigns(offers: list[_Offer], outcome: Outcome) -> list[_O
 
 
 def _has_caps(campaign: CampaignEntry) -> bool:
-    return any(cap is not None for cap in (campaign.frequency_cap_hour,
-                                            campaign.frequency_cap_day,
-                                            campaign.frequency_cap_lifetime))
+    return (campaign.frequency_cap_hour is not None or campaign.frequency_cap_day is not None
+            or campaign.frequency_cap_lifetime is not None)
 
 
 def _floor(offer: _Offer) -> tuple[Decimal, str]:

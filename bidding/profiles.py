@@ -31,6 +31,7 @@ L1_MISSING_TTL_SECONDS = 60  # a user without a profile may get one soon (a loya
 CACHE = Counter("profile_cache_total", "Profile lookups by tier (l1, l2) and result "
                 "(hit, miss).", ["tier", "result"])
 _L1_HIT, _L1_MISS = CACHE.labels("l1", "hit"), CACHE.labels("l1", "miss")  # once per bid
+_L2_HIT, _L2_MISS = CACHE.labels("l2", "hit"), CACHE.labels("l2", "miss")
 
 
 class LoyaltyStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,7 +105,7 @@ class ProfileCache:
         except StoreUnavailable:
             return None
         profile = decode(data) if data else None
-        CACHE.labels("l2", "hit" if profile is not None else "miss").inc()
+        (_L2_HIT if profile is not None else _L2_MISS).inc()
         ttl = L1_TTL_SECONDS if profile is not None else L1_MISSING_TTL_SECONDS
         self._entries[user_id] = (now + ttl, profile)
         self._entries.move_to_end(user_id)

@@ -42,8 +42,9 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _encoded(fields: Mapping[str, str]) -> str:
-    """``urlencode(fields)``, quoting only the values that need it."""
-    return "&".join(f"{quote_plus(key)}={value if _PLAIN.fullmatch(value) else quote_plus(value)}"
+    """``urlencode(fields)``, quoting only what needs it (our field names never do)."""
+    return "&".join(f"{key if _PLAIN.fullmatch(key) else quote_plus(key)}="
+                    f"{value if _PLAIN.fullmatch(value) else quote_plus(value)}"
                     for key, value in fields.items())
 
 

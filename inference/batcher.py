@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -142,6 +143,11 @@ class InferenceBatcher:
                 waiting.loop.call_soon_threadsafe(_settle, waiting.future, result, error)
 
 
+# Labelled children kept per provider: `labels()` validates and locks on every call.
+_latency = functools.cache(INFERENCE_LATENCY_US.labels)
+_batch_size = functools.cache(BATCH_SIZE.labels)
+
+
 def _run_batch(infer: Callable[[Matrix], Matrix], provider: str, batch: list[_Waiting]
                ) -> list[tuple[_Waiting, Matrix | None, BaseException | None]]:
     """One provider call for ``batch``: each caller's own rows of the scores, or the error."""
@@ -150,8 +156,8 @@ def _run_batch(infer: Callable[[Matrix], Matrix], provider: str, batch: list[_Wa
     try:
         started = time.perf_counter()
         scores = infer(matrix)
-        INFERENCE_LATENCY_US.labels(provider).observe((time.perf_counter() - started) * 1_000_000)
-        BATCH_SIZE.labels(provider).observe(matrix.shape[0])
+        _latency(provider).observe((time.perf_counter() - started) * 1_000_000)
+        _batch_size(provider).observe(matrix.shape[0])
         if scores.shape[0] != matrix.shape[0]:
             raise ValueError(f"the model returned {scores.shape[0]} rows for {matrix.shape[0]}")
     except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
