@@ -12,6 +12,7 @@ selects the in-process default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -59,6 +60,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}API__HOST", "0.0.0.0", "address the HTTP, gRPC and metrics servers bind"),
     Variable(f"{PREFIX}API__HTTP_PORT", "8080", "HTTP port (web and bidder)"),
     Variable(f"{PREFIX}API__GRPC_PORT", "9090", "gRPC port of the bidder"),
+    Variable(f"{PREFIX}API__TRUSTED_PROXIES", "",
+             "comma-separated networks (CIDR) of the load balancers in front of the bidder: "
+             "from a peer in them, the caller's address is read from `X-Forwarded-For` (for "
+             "exchanges checked by IP)"),
     Variable(f"{PREFIX}METRICS__PORT", "9091", "Prometheus metrics port of the bidder"),
     Variable(f"{PREFIX}ANALYTICS__SINK_BATCH_ROWS", "10000",
              "the analytics sink inserts when it holds this many events"),
@@ -187,6 +192,7 @@ class Config:
     agents_per_node: int
     api_host: str
     http_port: int
+    trusted_proxies: tuple[str, ...]
     grpc_port: int
     metrics_port: int
     npu_device: str
@@ -300,6 +306,16 @@ class _Reader:
         return tuple(item.strip() for item in self.text(name).split(",") if item.strip())
 
 
+def _networks(read: _Reader, name: str) -> tuple[str, ...]:
+    networks = read.items(name)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            raise ConfigError(f"{name}: {network!r} is not a network (CIDR): {error}") from None
+    return networks
+
+
 def _required(name: str) -> bool:
     return any(v.name == name and v.required_in_production for v in VARIABLES)
 
@@ -356,6 +372,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         agents_per_node=read.integer(f"{PREFIX}AGENTS_PER_NODE", low=1, high=10_000),
         api_host=read.text(f"{PREFIX}API__HOST"),
         http_port=read.integer(f"{PREFIX}API__HTTP_PORT", high=65535),
+        trusted_proxies=_networks(read, f"{PREFIX}API__TRUSTED_PROXIES"),
         grpc_port=read.integer(f"{PREFIX}API__GRPC_PORT", high=65535),
         metrics_port=read.integer(f"{PREFIX}METRICS__PORT", high=65535),
         npu_device=device,

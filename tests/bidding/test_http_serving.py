@@ -90,6 +90,39 @@ async def test_responses_arrive_whole_and_the_connection_stays_open(server: Serv
     writer.close()
 
 
+async def test_behind_a_trusted_proxy_the_caller_is_the_forwarded_address() -> None:
+    trusting = Server(app, max_body_bytes=MAX_BODY, trusted_proxies=("127.0.0.0/8", "10.1.0.0/16"))
+    await trusting.start("127.0.0.1", 0)
+    reader, writer = await connect(trusting)
+
+    async def client_seen(forwarded: bytes) -> bytes:
+        writer.write(b"POST /v1/bid HTTP/1.1\r\nHost: b\r\n" + forwarded
+                     + b"Content-Length: 2\r\n\r\n{}")
+        head, _ = await read_response(reader)
+        return next(line.split(b": ")[1] for line in head.split(b"\r\n")
+                    if line.startswith(b"x-client"))
+
+    # The right-most address that is not a trusted proxy: earlier hops are the caller's word.
+    assert await client_seen(b"X-Forwarded-For: 198.51.100.7\r\n") == b"198.51.100.7"
+    assert await client_seen(b"X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.1.2.3\r\n") == (
+        b"203.0.113.9")
+    assert await client_seen(b"") == b"127.0.0.1"
+    writer.close()
+    await trusting.close(timeout=1)
+
+
+async def test_a_peer_that_is_no_trusted_proxy_cannot_claim_another_address(
+        server: Server) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"POST /v1/bid HTTP/1.1\r\nHost: b\r\nX-Forwarded-For: 198.51.100.7\r\n"
+                 b"Content-Length: 2\r\n\r\n{}")
+
+    head, _ = await read_response(reader)
+
+    assert b"x-client: 127.0.0.1\r\n" in head
+    writer.close()
+
+
 async def test_path_query_and_body_reach_the_app(server: Server) -> None:
     reader, writer = await connect(server)
 
