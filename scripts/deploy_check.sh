@@ -318,6 +318,17 @@ run_check "amtool check-config deploy/monitoring/alertmanager/alertmanager.yml" 
 # kubernetes_sd_configs itself, replaces them with static targets and runs promtool on that.
 run_check "promtool check config deploy/monitoring/prometheus/prometheus.yml (kubernetes_sd as static targets: scripts/promconfig_static.py)" \
     "$PYTHON" scripts/promconfig_static.py
+run_check "promtool check config deploy/docker/prometheus.yml (the compose stack's)" \
+    promtool check config deploy/docker/prometheus.yml
+run_check "Grafana dashboards and provisioning parse (JSON, YAML)" "$PYTHON" -c '
+import json, pathlib, sys, yaml
+for path in pathlib.Path("deploy/monitoring/grafana").rglob("*"):
+    if path.suffix == ".json":
+        dashboard = json.loads(path.read_text())
+        assert dashboard.get("uid") and dashboard.get("panels"), f"{path}: no uid or panels"
+    elif path.suffix in (".yml", ".yaml"):
+        list(yaml.safe_load_all(path.read_text()))
+'
 unvalidated+=("Tempo, Loki and Promtail configs in deploy/monitoring (no tempo, loki or promtail binary in PyPI, npm or Debian; yamllint only)")
 
 # Terraform

@@ -15,12 +15,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import start_http_server
 
 from tests.bidding.bidder_fixtures import client, fixture, started_service
 
@@ -72,6 +74,22 @@ def test_the_expressions_name_the_platform_series_they_are_about():
             "django_http_responses_total_by_status_total"} == names
 
 
+def scrape_metrics_port() -> str:
+    """What the bidder's metrics port serves (`prometheus_client.start_http_server`, as
+    `python -m bidding` starts it), fetched over HTTP on a free port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server, thread = start_http_server(port, addr="127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 async def test_every_bidder_series_in_the_dashboard_and_the_rules_is_emitted(tmp_path):
     service = await started_service(tmp_path)
     try:
@@ -85,7 +103,7 @@ async def test_every_bidder_series_in_the_dashboard_and_the_rules_is_emitted(tmp
                 "http://127.0.0.1:8080"))
     finally:
         await service.stop()
-    scraped = scraped_names(generate_latest(REGISTRY).decode())
+    scraped = scraped_names(scrape_metrics_port())
     wanted = {name for expr in expressions() for name in platform_names(expr)
               if not name.startswith("django_")}
 
