@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bidding import metrics
 from bidding.agents import AgentPool
@@ -25,6 +25,36 @@ from bidding.snapshot import ExchangeEntry
 
 def bearer_token(authorization: str) -> str:
     return authorization.strip().removeprefix("Bearer ").strip()
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def networks(cidrs: Sequence[str]) -> Networks:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def in_networks(address: str, trusted: Networks) -> bool:
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def caller_address(peer: str, forwarded: Sequence[str], trusted: Networks) -> str:
+    """The caller behind trusted proxies (`CAMPAIGN_EXPRESS__API__TRUSTED_PROXIES`): from a
+    peer in them, the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
+    (the entries before it are the caller's own word); otherwise the peer."""
+    if not forwarded or not in_networks(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not in_networks(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
 
 
 def allows(exchange: ExchangeEntry, *, token: str, address: str) -> bool:

@@ -29,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bidding import grpc_stubs
-from bidding.gateway import bearer_token
+from bidding.gateway import bearer_token, caller_address, networks
 from bidding.handler import Answer
 from campaign_express import telemetry
 from campaign_express.logs import REQUEST, RequestContext
@@ -96,6 +96,14 @@ def bid_response(request_id: str, answer: Answer) -> Any:
 class BiddingServicer:
     def __init__(self, service: BidderService) -> None:
         self.service = service
+        self.trusted_proxies = networks(service.config.trusted_proxies)
+
+    def _caller(self, context: Context) -> str:
+        """The peer's address, or behind trusted proxies the one they forwarded for."""
+        forwarded = [value if isinstance(value, str) else value.decode("latin-1")
+                     for key, value in context.invocation_metadata() or ()
+                     if key.lower() == "x-forwarded-for"]
+        return caller_address(peer_address(context.peer()), forwarded, self.trusted_proxies)
 
     async def _answer(self, request: Any, *, token: str, address: str,
                       span: Any = None) -> Any:
@@ -120,7 +128,7 @@ class BiddingServicer:
             return await self._answer(request, token=token, address=address, span=span)
 
     async def ProcessBid(self, request: Any, context: Context) -> Any:  # noqa: N802 - gRPC name
-        token, address = metadata_token(context), peer_address(context.peer())
+        token, address = metadata_token(context), self._caller(context)
         if telemetry.tracer is None:
             return await self._answer(request, token=token, address=address)
         return await self._traced_answer("ProcessBid", request, context, token=token,
@@ -129,7 +137,7 @@ class BiddingServicer:
     async def StreamBids(self, requests: AsyncIterator[Any],  # noqa: N802 - gRPC name
                          context: Context) -> AsyncIterator[Any]:
         """Answers in the order they are ready; every request is bid on concurrently."""
-        token, address = metadata_token(context), peer_address(context.peer())
+        token, address = metadata_token(context), self._caller(context)
         answers: asyncio.Queue[Any] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
         done = object()

@@ -17,7 +17,6 @@ Django-free: `python -m bidding` runs it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections import deque
@@ -27,6 +26,8 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
+
+from bidding.gateway import caller_address, in_networks, networks
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class HttpProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-        self._via_proxy = self._client is not None and self.server.is_trusted(self._client[0])
+        self._via_proxy = self._client is not None and in_networks(
+            self._client[0], self.server.trusted_proxies)
         self.server.connections.add(self)
         self._wait_idle()
 
@@ -190,17 +192,11 @@ class HttpProtocol(asyncio.Protocol):
             self._next()
 
     def _caller(self) -> tuple[str, int] | None:
-        """The address the trusted proxies forwarded for: the right-most `X-Forwarded-For`
-        entry that is not itself a trusted proxy; the peer when there is no header."""
-        forwarded = [value for name, value in self._headers if name == b"x-forwarded-for"]
+        forwarded = [value.decode("latin-1") for name, value in self._headers
+                     if name == b"x-forwarded-for"]
         if not forwarded or self._client is None:
             return self._client
-        hops = [hop.strip() for hop in b",".join(forwarded).decode("latin-1").split(",")]
-        hops = [hop for hop in hops if hop]
-        for hop in reversed(hops):
-            if not self.server.is_trusted(hop):
-                return (hop, 0)
-        return (hops[0], 0) if hops else self._client
+        return (caller_address(self._client[0], forwarded, self.server.trusted_proxies), 0)
 
     # answering
 
@@ -260,8 +256,7 @@ class Server:
     def __init__(self, app: App, *, max_body_bytes: int, keep_alive_seconds: float = 75.0,
                  trusted_proxies: Sequence[str] = ()) -> None:
         self.app = app
-        self.trusted_proxies = tuple(ipaddress.ip_network(network, strict=False)
-                                     for network in trusted_proxies)
+        self.trusted_proxies = networks(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         # Exchanges keep pools of keep-alive connections: a server closing an idle one soon
         # races the exchange's next request on it, which then fails.
@@ -271,15 +266,6 @@ class Server:
         self.closing = False
         self.address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
-
-    def is_trusted(self, address: str) -> bool:
-        if not self.trusted_proxies:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted_proxies)
 
     async def start(self, host: str, port: int) -> None:
         self._server = await self.loop.create_server(lambda: HttpProtocol(self), host, port,

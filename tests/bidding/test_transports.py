@@ -237,6 +237,30 @@ async def test_grpc_admits_a_peer_inside_an_exchanges_ip_list(service, channel):
     assert response.status == 200
 
 
+async def test_behind_a_trusted_proxy_grpc_checks_the_forwarded_address(tmp_path):
+    """The private exchange admits 10.0.0.0/8; the call comes from 127.0.0.1, a trusted proxy
+    (HAProxy) forwarding for an exchange address."""
+    service = BidderService(config=config(tmp_path, api_host="127.0.0.1",
+                                          trusted_proxies=("127.0.0.0/8",)),
+                            bus=InProcessBus(), store=MemoryStore(), grpc_port=0)
+    await service.start()
+    service.install(snapshot(*broad_campaigns()))
+    _, body = CASES["banner-2.6"]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc.port}") as channel:
+            stub = services.BiddingServiceStub(channel)
+            statuses = [(await stub.ProcessBid(
+                messages.BidRequest(openrtb=body, exchange="private"),
+                metadata=metadata)).status for metadata in (
+                    (("x-forwarded-for", "10.9.8.7"),),
+                    (("x-forwarded-for", "10.9.8.7, 203.0.113.5"),),
+                    ())]
+    finally:
+        await service.stop()
+
+    assert statuses == [200, 403, 403]
+
+
 @pytest.mark.parametrize(("peer", "address"), [
     ("ipv4:10.1.2.3:50000", "10.1.2.3"),
     ("ipv6:%5B::1%5D:50000", "::1"),
