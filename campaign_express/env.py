@@ -62,8 +62,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(f"{PREFIX}API__GRPC_PORT", "9090", "gRPC port of the bidder"),
     Variable(f"{PREFIX}API__TRUSTED_PROXIES", "",
              "comma-separated networks (CIDR) of the load balancers in front of the bidder: "
-             "from a peer in them, the caller's address is read from `X-Forwarded-For` (for "
-             "exchanges checked by IP)"),
+             "from a peer in them, the caller's address is read from `X-Forwarded-For` (HTTP "
+             "and gRPC; for exchanges checked by IP)"),
     Variable(f"{PREFIX}METRICS__PORT", "9091", "Prometheus metrics port of the bidder"),
     Variable(f"{PREFIX}ANALYTICS__SINK_BATCH_ROWS", "10000",
              "the analytics sink inserts when it holds this many events"),
