@@ -8,18 +8,23 @@ import gzip
 import json
 import os
 import time
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bidding.budget import user_key
+from bidding.eligibility import WEEKDAYS
 from bidding.engine import NOTICE_FIELDS
+from bidding.nbr import NoBid
 from bidding.openrtb import decode_request, normalize
 from bidding.openrtb.response import decode_response
 from bidding.signing import verify
 from tests.bidding.bidder_fixtures import (
+    NOW,
     SECRET,
     broad_campaigns,
     campaign,
@@ -188,6 +193,122 @@ async def test_each_targeting_rule_blocklist_and_floor_refuses_the_bid(
 
     assert (await post(changed, request)).status_code == 204
     await changed.stop()
+
+
+async def engine_outcome(service, request: dict, *, now: float | None = None):
+    """The engine's answer to ``request`` on the default exchange, with its refusals."""
+    view = normalize(decode_request(json.dumps(request).encode()))
+    return await service.engine.bid(view, exchange=service.engine.index.default_exchange(),
+                                    received_at=time.perf_counter(), now=now)
+
+
+def with_changes(request: dict, changes: dict) -> dict:
+    """``request`` with each dotted path ("imp.0.video.mimes") set to its value, or removed
+    when the value is None."""
+    for path, value in changes.items():
+        *parents, last = [int(key) if key.isdigit() else key for key in path.split(".")]
+        node = request
+        for key in parents:
+            node = node[key]
+        if value is None:
+            node.pop(last)
+        else:
+            node[last] = value
+    return request
+
+
+MEDIA_FIXTURES = {"banner": "banner-site-2.6.json", "video": "video-app.json",
+                  "native": "native-site.json"}
+SCRIPT_TAG = '<script src="https://tags.brand.example/ad.js"></script>'
+
+
+@pytest.mark.parametrize(("media", "campaign_overrides", "creative_overrides", "changes",
+                          "reason"), [
+    ("video", {"app_bundles_allow": ("com.example.other",)}, {}, {}, "app_not_allowed"),
+    ("video", {"app_bundles_block": ("com.example.streaming",)}, {}, {}, "app_blocked"),
+    ("banner", {}, {"categories": ("IAB8-1",)}, {"acat": ["IAB3", "IAB12"]}, "acat"),
+    ("banner", {}, {}, {"imp.0.banner.btype": [2]}, "btype"),
+    ("banner", {}, {"markup": SCRIPT_TAG}, {"imp.0.banner.btype": [3]}, "btype"),
+    ("video", {}, {"attributes": (6,)}, {}, "battr"),
+    ("native", {}, {"attributes": (9,)}, {}, "battr"),
+    ("video", {}, {}, {"imp.0.video.mimes": ["video/webm"]}, "mimes"),
+    ("video", {}, {}, {"imp.0.video.minduration": 20}, "duration"),
+    ("video", {}, {}, {"imp.0.video.maxduration": 10}, "duration"),
+    ("video", {}, {}, {"imp.0.video.minduration": None, "imp.0.video.maxduration": None,
+                       "imp.0.video.rqddurs": [6, 30]}, "duration"),
+    ("video", {}, {}, {"imp.0.video.protocols": [2, 3]}, "protocols"),
+    ("banner", {}, {}, {"wseat": ["another-seat"]}, None),
+    ("banner", {}, {}, {"bseat": ["ce-seat"]}, None),
+], ids=["app-allow", "app-block", "acat", "btype-xhtml", "btype-script", "battr-video",
+        "battr-native", "mimes", "minduration", "maxduration", "rqddurs", "protocols", "wseat",
+        "bseat"])
+async def test_each_media_rule_app_list_and_seat_rule_refuses_the_bid_for_its_reason(
+        tmp_path, media, campaign_overrides, creative_overrides, changes, reason):
+    """The fixture bids on the plain campaign; the one change is refused for its own reason
+    and nothing else (seat rules refuse the whole request before any candidate)."""
+    request = fixture(MEDIA_FIXTURES[media])
+    video = {"sizes": ()} if media == "video" else {}
+    money = {"base_bid_cpm": Decimal(10), "max_bid_cpm": Decimal(20)} if media == "video" else {}
+    baseline = await started_service(tmp_path, campaign(1, creative(11, media, **video),
+                                                        **money))
+    assert (await engine_outcome(baseline, request)).response is not None
+    await baseline.stop()
+
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, media, **video, **creative_overrides), **money, **campaign_overrides))
+    outcome = await engine_outcome(service, with_changes(request, changes))
+
+    assert outcome.response is None
+    assert set(outcome.refusals) == ({reason} if reason else set())
+    assert outcome.reason == NoBid.NO_ELIGIBLE_CAMPAIGN
+    await service.stop()
+
+
+@pytest.mark.parametrize("changes", [{}, {"acat": ["IAB8"]}, {"wseat": ["ce-seat", "other"]},
+                                     {"bseat": ["other-seat"]}, {"imp.0.banner.btype": [3]}],
+                         ids=["plain", "acat", "wseat", "bseat", "btype"])
+async def test_allow_lists_that_include_us_and_blocklists_that_do_not_still_bid(
+        tmp_path, changes):
+    """acat names the creative's parent category, wseat our seat, bseat and btype others."""
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner", categories=("IAB8-1",))))
+
+    outcome = await engine_outcome(service, with_changes(fixture("banner-site-2.6.json"), changes))
+
+    assert outcome.response is not None
+    await service.stop()
+
+
+async def test_an_app_bundle_on_the_allow_list_bids(tmp_path):
+    service = await started_service(tmp_path, campaign(
+        2, creative(21, "video", sizes=()), app_bundles_allow=("com.example.streaming",),
+        app_bundles_block=("com.example.other",), base_bid_cpm=Decimal(10),
+        max_bid_cpm=Decimal(20)))
+
+    outcome = await engine_outcome(service, fixture("video-app.json"))
+
+    assert outcome.response is not None
+    await service.stop()
+
+
+async def test_dayparts_in_the_campaigns_time_zone_bid_only_in_their_hours(tmp_path):
+    """Kolkata is UTC+5:30: the hour of NOW there is a daypart only read in that zone."""
+    local = datetime.fromtimestamp(NOW, ZoneInfo("Asia/Kolkata"))
+    day = WEEKDAYS[local.weekday()]
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), time_zone="Asia/Kolkata", dayparts={day: (local.hour,)}))
+    request = fixture("banner-site-2.6.json")
+    hour_start = NOW - local.minute * 60 - local.second
+
+    inside = await engine_outcome(service, request, now=hour_start + 60)
+    before = await engine_outcome(service, request, now=hour_start - 60)
+    after = await engine_outcome(service, request, now=hour_start + 3600 + 60)
+
+    assert inside.response is not None
+    for outside in (before, after):
+        assert outside.response is None
+        assert set(outside.refusals) == {"schedule"}
+    await service.stop()
 
 
 async def test_a_deal_campaign_bids_on_its_deal_echoing_the_deal_id_above_its_floor(tmp_path):
