@@ -49,6 +49,7 @@ class EventType(enum.StrEnum):
     DSP_TIMEOUT = "dsp_timeout"
     INGEST = "ingest"
     MODEL_ROLLOUT = "model_rollout"
+    VAST_TRACKING = "vast_tracking"
 
 
 def _now() -> datetime:

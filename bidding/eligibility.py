@@ -12,7 +12,9 @@ from datetime import datetime
 from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bidding.markup import native_assets
 from bidding.openrtb import ImpView, RequestView
+from bidding.openrtb.view import native_request_assets
 from bidding.profiles import Profile
 from bidding.snapshot import CampaignEntry, CreativeEntry
 
@@ -125,7 +127,12 @@ def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str 
             return "battr"
         return None
     if media == "native" and imp.native is not None:
-        return "battr" if imp.native.blocked_attributes.intersection(creative.attributes) else None
+        if imp.native.blocked_attributes.intersection(creative.attributes):
+            return "battr"
+        if not creative.markup and native_assets(
+                creative, native_request_assets(imp.native)) is None:
+            return "native_assets"  # a required asset it cannot fill: its markup would be empty
+        return None
     timed = imp.video if media == "video" else imp.audio if media == "audio" else None
     if timed is None:
         return "format"

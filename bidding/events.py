@@ -4,9 +4,10 @@ Every answered request becomes one `bid_request` event (its latency, the no-bid 
 any, whether user-level data could be used, the model version and the engine's refusal
 counts), then one `bid` event per bid in the response or one `no_bid` event; a request
 answered without bidding (unreadable, or shed by a full agent queue) is a `no_bid` alone.
-Counted notices become `win`, `billing`, `loss`, `impression`, `click` and `conversion`
-events carrying the ids of the bid they name, so reports join them to the bid by `offer_id`
-(the bid id).
+Counted notices become `win`, `billing`, `loss`, `impression`, `click`, `vast_tracking`
+(the VAST event in the `event` attribute: start, quartiles, complete) and `conversion` events
+carrying the ids of the bid they name, so reports join them to the bid by `offer_id` (the bid
+id).
 
 Prices are integer micros, never floats: a `bid` holds the CPM sent on the wire in the
 response currency, a `win` the clearing CPM in the bid's currency, a `billing` the spend
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 MEDIA = {number: media for media, number in MTYPE.items()}
 NOTICE_TYPES = {"win": EventType.WIN, "billing": EventType.BILLING, "loss": EventType.LOSS,
-                "impression": EventType.IMPRESSION, "click": EventType.CLICK}
+                "impression": EventType.IMPRESSION, "click": EventType.CLICK,
+                "tracking": EventType.VAST_TRACKING}
 
 
 def wire_micros(price: Decimal) -> int:
@@ -115,12 +117,14 @@ def no_bid_event(*, request_id: str, exchange: ExchangeEntry, reason: NoBid,
 
 def notice_event(kind: str, query: Mapping[str, str], *, index: CampaignIndex | None,
                  node: str, price_micros: int = 0, currency: str = "") -> Event | None:
-    """The event of a counted notice (None for kinds that have none, like VAST tracking).
-    `query` holds the signed fields (`bidding.engine.NOTICE_FIELDS`)."""
+    """The event of a counted notice (None for a kind that has none). `query` holds the
+    signed fields (`bidding.engine.NOTICE_FIELDS`), and a VAST tracking notice its `event`."""
     event_type = NOTICE_TYPES.get(kind)
     if event_type is None:
         return None
     attributes = {"test": "1"} if query.get("test") == "1" else {}
+    if kind == "tracking":
+        attributes["event"] = query["event"]
     return Event(event_type=event_type, node=node, request_id=query["auction"],
                  impression_id=query["imp"], offer_id=query["bid"],
                  campaign_id=query["campaign"], creative_id=query["creative"],

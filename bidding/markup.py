@@ -64,14 +64,27 @@ def vast(creative: CreativeEntry, *, ad_id: str, click_url: str, impression_url:
 
 def native_response(creative: CreativeEntry, *, request_assets: list[dict[str, Any]],
                     click_url: str, impression_url: str) -> str:
-    """The Native 1.2 response for the assets the request asked for.
-
-    Title assets get the creative's name, image assets its asset, data assets (sponsored-by,
-    description) the landing domain and name. An asset we cannot fill is left out; a
-    required one we cannot fill makes this return "" (the caller does not bid).
-    """
+    """The Native 1.2 response for the assets the request asked for (`native_assets`);
+    "" when a required one cannot be filled (eligibility refuses such a creative first)."""
     if creative.markup:
         return creative.markup
+    assets = native_assets(creative, request_assets)
+    if assets is None:
+        return ""
+    return json.dumps({"native": {
+        "ver": "1.2", "assets": assets, "link": {"url": click_url},
+        "eventtrackers": [{"event": 1, "method": 1, "url": impression_url}]}},
+        separators=(",", ":"))
+
+
+def native_assets(creative: CreativeEntry,
+                  request_assets: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The response assets of our own native markup, or None when the creative cannot fill a
+    required one (third-party markup is the marketer's: not checked here).
+
+    Title assets get the creative's name, image assets its asset, data assets (sponsored-by,
+    description) the landing domain and name. An optional asset we cannot fill is left out.
+    """
     assets = []
     for asset in request_assets:
         asset_id = asset.get("id")
@@ -90,10 +103,7 @@ def native_response(creative: CreativeEntry, *, request_assets: list[dict[str, A
                 filled = {"data": {"value": value}}
         if filled is None:
             if asset.get("required"):
-                return ""
+                return None
             continue
         assets.append({"id": asset_id, **filled})
-    return json.dumps({"native": {
-        "ver": "1.2", "assets": assets, "link": {"url": click_url},
-        "eventtrackers": [{"event": 1, "method": 1, "url": impression_url}]}},
-        separators=(",", ":"))
+    return assets

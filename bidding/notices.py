@@ -5,8 +5,11 @@ counts nothing. Each notice counts once per (auction, imp, bid) — a repeat is 
 ignored. The billing notice is where money moves: the bid's hold becomes spend at the clearing
 price (`${AUCTION_PRICE}`, CPM in the bid's currency), and the impression counts toward the
 user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does an
-encrypted price (`bidding.pricecrypt`) that fails its integrity check.
-The loss notice releases the hold and records the loss reason code. A click redirects to the
+encrypted price (`bidding.pricecrypt`) that fails its integrity check. Such a notice does not
+use the bid's billing up: the one with the real price that follows still counts, once.
+The loss notice releases the hold and records the loss reason code (in the metric, an OpenRTB
+code below 1000, `exchange` for the exchange-specific ones, `invalid` for anything else: the
+macro is not signed, so its value must not become a label of its own). A click redirects to the
 landing page with a `ce_click` token; the advertiser's conversion postback
 (`/v1/conversion?click=TOKEN&value=...`) counts one conversion per click.
 
@@ -32,6 +35,7 @@ from bidding.budget import Ledger, to_micros
 from bidding.engine import NOTICE_FIELDS
 from bidding.events import BidEvents
 from bidding.index import CampaignIndex
+from bidding.markup import VAST_EVENTS
 from bidding.pricecrypt import PriceDecryptionError, decrypt_price
 from bidding.pricing import UnknownCurrency, convert
 from bidding.signing import signed_query, verify
@@ -89,7 +93,9 @@ class NoticeHandler:
             location = _with_click_token(creative.click_url, self.secret, query)
         once = f"notice:{kind}:{query['auction']}:{query['imp']}:{query['bid']}"
         if kind == "tracking":
-            once += ":" + query.get("event", "")
+            if query.get("event") not in VAST_EVENTS:  # not signed: only the events we wrote
+                return NoticeAnswer(404)
+            once += ":" + query["event"]
         try:
             if await self.store.incr_within(once, 1, limit=1, ttl_seconds=ONCE_TTL_SECONDS) is None:
                 NOTICES.labels(kind, "duplicate").inc()
@@ -99,6 +105,8 @@ class NoticeHandler:
             except StoreUnavailable:
                 await self.store.delete(once)  # let a retry count it
                 raise
+            if counted.outcome == "no_price":
+                await self.store.delete(once)  # let the notice with the real price count
         except StoreUnavailable:
             NOTICES.labels(kind, "unavailable").inc()
             logger.warning("store unavailable: %s notice for bid %s not counted", kind,
@@ -146,7 +154,7 @@ class NoticeHandler:
         if kind == "loss":
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
                                       minute=hold)
-            LOSSES.labels(query.get("loss", "") or "unknown").inc()
+            LOSSES.labels(_loss_label(query.get("loss", ""))).inc()
             return _Counted("counted")
         if kind == "win":
             price = _clearing_price(query, index)
@@ -198,6 +206,15 @@ def _clearing_price(query: dict[str, str], index: CampaignIndex | None) -> Decim
                          query["bid"], error)
             return None
     return _price(raw_price)
+
+
+def _loss_label(code: str) -> str:
+    """The loss metric's label for a `${AUCTION_LOSS}` value: a bounded set of values."""
+    if not code or code.startswith("${"):
+        return "unknown"
+    if not (code.isascii() and code.isdigit()):
+        return "invalid"
+    return str(int(code)) if len(code.lstrip("0")) <= 3 else "exchange"
 
 
 def _with_click_token(landing: str, secret: bytes, query: dict[str, str]) -> str:

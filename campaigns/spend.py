@@ -2,26 +2,58 @@
 
 Bidders count spend in the store (Redis) as billing notices arrive. A periodic task copies
 each running campaign's total and today's spend into `Campaign.spent` and
-`CampaignDailySpend`, only ever upwards (a counter never un-spends). When a counter is
-missing — Redis lost its data — it is rebuilt from those rows before bidders hold against it,
-so a restart of Redis cannot re-open a budget that was already spent.
+`CampaignDailySpend`, only ever upwards (a counter never un-spends). Those rows only ever take
+a counter's value (rounded to PostgreSQL's 4 decimals, so up to 100 micros above it), so a
+counter further below them has lost its data (Redis restarted empty): it
+holds only what bidders counted since, and what PostgreSQL holds is added to it, before
+bidders hold much more against it. Bidders resume within a second of Redis returning, so
+waiting for the key to be missing is not enough: the first billing notice recreates it.
+The hour's counter (even pacing) has no copy in PostgreSQL and is left as it is: the spend
+restored to the day counts as spent before this hour, so pacing stays within the day.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
 
-from bidding.budget import MICROS, spend_keys
+from bidding.budget import DAY_TTL, MICROS, spend_keys
+from campaign_express.backends.store import Script, ScriptContext, Store
 from campaign_express.platform import store_call
-from campaigns.models import Campaign, CampaignDailySpend
+from campaigns.models import MONEY, Campaign, CampaignDailySpend
 
 RECONCILED_STATUSES = (Campaign.Status.ACTIVE, Campaign.Status.PAUSED,
                        Campaign.Status.COMPLETED)
+
+# KEYS[1] a spend counter; ARGV what PostgreSQL holds for it, the slack of its rounding, ttl
+# seconds (0: none). Returns 1 when it was restored. The check and the add are one script, so
+# a billing notice counted meanwhile is kept, and a second reconciliation finds it restored.
+_RESTORE_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local saved = tonumber(ARGV[1])
+if current + tonumber(ARGV[2]) >= saved then return 0 end
+redis.call('INCRBY', KEYS[1], saved)
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+return 1
+"""
+
+
+def _restore(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    saved, slack, ttl_seconds = args
+    if ctx.get(keys[0]) + slack >= saved:
+        return 0
+    ctx.incrby(keys[0], saved, ttl_seconds or None)
+    return 1
+
+
+RESTORE = Script("spend-restore", _RESTORE_LUA, _restore)
+ROUNDING_MICROS = MICROS // 10 ** MONEY["decimal_places"]  # one unit of what PostgreSQL keeps
 
 
 def _micros(amount: Decimal) -> int:
@@ -38,21 +70,13 @@ def spend_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         total_key, day_key, _ = spend_keys(campaign.pk, campaign.advertiser.time_zone,
                                            now.timestamp())
         today = now.astimezone(ZoneInfo(campaign.advertiser.time_zone)).date()
-
-        async def read(store, keys=(total_key, day_key)):
-            return await store.get_many(list(keys))
-
-        total, day = (int(value) if value is not None else None
-                      for value in store_call(read))
         day_row = CampaignDailySpend.objects.filter(campaign=campaign, date=today).first()
-        rebuilt = False
-        if total is None and campaign.spent > 0:
-            _rebuild(total_key, _micros(campaign.spent))
-            rebuilt = True
-        if day is None and day_row is not None and day_row.amount > 0:
-            _rebuild(day_key, _micros(day_row.amount), ttl_seconds=3 * 86_400)
-            rebuilt = True
-        counts["rebuilt"] += rebuilt
+
+        restored, values = store_call(partial(
+            _restore_and_read, keys=(total_key, day_key),
+            saved=(_micros(campaign.spent), _micros(day_row.amount if day_row else Decimal(0)))))
+        counts["rebuilt"] += restored > 0
+        total, day = (int(value) if value is not None else None for value in values)
         with transaction.atomic():
             if total is not None:
                 counts["updated"] += Campaign.objects.filter(
@@ -65,12 +89,11 @@ def spend_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _rebuild(key: str, amount: int, ttl_seconds: int | None = None) -> None:
-    """Set a lost counter, unless bidders already counted into it meanwhile (then add to it
-    only what is missing: `incr_within` refuses when the sum would exceed the amount)."""
-
-    async def seed(store) -> None:
-        await store.incr_within(key, amount, limit=amount, ttl_seconds=ttl_seconds)
-
-    store_call(seed)
-
+async def _restore_and_read(store: Store, *, keys: tuple[str, str],
+                            saved: tuple[int, int]) -> tuple[int, list[bytes | None]]:
+    """Restores the total and today's counters (`keys`) from PostgreSQL's values (`saved`,
+    micros) where they lost their data; the number restored and the counters' values."""
+    total_key, day_key = keys
+    restored = await store.run(RESTORE, [total_key], [saved[0], ROUNDING_MICROS, 0])
+    restored += await store.run(RESTORE, [day_key], [saved[1], ROUNDING_MICROS, DAY_TTL])
+    return restored, await store.get_many([total_key, day_key])

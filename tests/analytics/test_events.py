@@ -40,6 +40,7 @@ def test_event_types_are_the_documented_list() -> None:
         "dsp_timeout",
         "ingest",
         "model_rollout",
+        "vast_tracking",
     ]
 
 

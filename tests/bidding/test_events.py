@@ -260,6 +260,34 @@ async def test_win_impression_loss_click_and_conversion_notices_emit_their_event
     ]
 
 
+async def test_each_vast_tracking_event_is_emitted_once_per_bid(tmp_path):
+    service = await bidder(tmp_path)
+    service.install(snapshot(campaign(1, creative(11, "video"), advertiser_id=7,
+                                      pacing="accelerated"), version=2))
+    offer = await bid(service, fixture("video-app.json"))
+    emitted(service)
+
+    def tracking(event: str) -> str:
+        return html.unescape(re.search(
+            rf'<Tracking event="{event}"><!\[CDATA\[([^\]]*)\]\]>', offer["adm"])[1])
+
+    answers = [await get(service, tracking("start")), await get(service, tracking("start")),
+               await get(service, tracking("complete")),
+               await get(service, tracking("start").replace("event=start", "event=mute2")),
+               await get(service, tracking("start").replace("campaign=1", "campaign=2"))]
+    events = emitted(service)
+    await service.stop()
+
+    assert [answer.status_code for answer in answers] == [204, 204, 204, 404, 403]
+    ids = {"request_id": "req-video-app", "impression_id": "v1", "offer_id": offer["id"],
+           "campaign_id": "1", "creative_id": "11", "advertiser_id": "7", "exchange": "open",
+           "user_id": user_key(fixture("video-app.json")["device"]["ifa"])}
+    assert events == [
+        expected("vast_tracking", attributes={"event": "start"}, **ids),
+        expected("vast_tracking", attributes={"event": "complete"}, **ids),
+    ]
+
+
 @pytest.fixture(params=["chdb", pytest.param("clickhouse", marks=pytest.mark.clickhouse)])
 def backend(request: pytest.FixtureRequest, tmp_path):
     database = f"test_{uuid.uuid4().hex}"

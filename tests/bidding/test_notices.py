@@ -7,6 +7,7 @@ import os
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bidding.budget import user_key
 from bidding.notices import NoticeHandler
@@ -91,6 +92,17 @@ async def test_a_billing_notice_without_a_usable_price_counts_no_spend(bidder, p
     assert await service.engine.ledger.spent(1) == 0
 
 
+async def test_an_audit_billing_notice_leaves_the_real_one_to_count_once(bidder):
+    service, handler = bidder
+    url = (await bid_urls(service))["billing"]
+
+    answers = [await notice(service, handler, url, AUCTION_PRICE=price)
+               for price in ("AUDIT", "", "2", "2")]
+
+    assert [answer.status for answer in answers] == [204, 204, 204, 204]
+    assert await service.engine.ledger.spent(1) == 2000  # 2 CPM, counted once
+
+
 async def test_a_loss_notice_releases_the_hold(bidder):
     service, handler = bidder
     urls = await bid_urls(service)
@@ -102,6 +114,22 @@ async def test_a_loss_notice_releases_the_hold(bidder):
     released = await service.engine.ledger.release(campaign_id=1, hold_id=fields["bid"],
                                                    minute=int(fields["hold"]))
     assert released == 0  # already released by the notice
+
+
+async def test_loss_codes_label_the_loss_metric_only_as_integers(bidder):
+    service, handler = bidder
+
+    def losses(code: str) -> float:
+        return REGISTRY.get_sample_value("bids_losses_total", {"code": code}) or 0.0
+
+    before = {code: losses(code) for code in ("102", "exchange", "invalid", "unknown")}
+    for loss in ("0102", "1042", "<script>", "1e3", "${AUCTION_LOSS}", ""):
+        await notice(service, handler, (await bid_urls(service))["loss"], AUCTION_LOSS=loss,
+                     AUCTION_PRICE="")
+
+    assert {code: losses(code) - count for code, count in before.items()} == {
+        "102": 1, "exchange": 1, "invalid": 2, "unknown": 2}
+    assert (losses("0102"), losses("<script>"), losses("1042")) == (0, 0, 0)
 
 
 async def test_a_click_redirects_to_the_landing_page(bidder):
@@ -160,12 +188,7 @@ async def test_an_encrypted_price_is_decrypted_with_the_exchanges_keys(tmp_path,
         2_500_000, encryption, integrity))
 
     assert (forged.status, counted.status) == (204, 204)
-    # The forged price counted nothing and used the notice up; start again with a new bid.
-    assert await service.engine.ledger.spent(1) == 0
-    async with client(service) as http:
-        bid = (await http.post("/v1/bid/adx", json=fixture("banner-site-2.6.json"))).json()
-    await notice(service, handler, bid["seatbid"][0]["bid"][0]["burl"],
-                 AUCTION_PRICE=encrypt_doubleclick(2_500_000, encryption, integrity))
+    # The forged price counted nothing and left the notice to the genuine one.
     assert await service.engine.ledger.spent(1) == 2500  # 2.50 CPM: 0.0025 an impression
     await service.stop()
 

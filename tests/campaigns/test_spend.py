@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from bidding.budget import spend_keys
+from bidding.budget import Ledger, spend_keys
 from campaign_express.platform import store_call
 from campaigns.models import Campaign, CampaignDailySpend
 from campaigns.spend import spend_reconcile
@@ -61,10 +61,12 @@ def test_counters_reach_the_campaign_and_its_day_and_never_go_down(store_backend
     assert CampaignDailySpend.objects.get(campaign=running, date=NOW.date()).amount == Decimal(
         "2.5")
 
-    store_set(total_key, 1_000_000)  # a counter going backwards is not believed
-    spend_reconcile(now=NOW)
+    # A counter below PostgreSQL lost its data: what it holds was counted since, on top.
+    store_set(total_key, 1_000_000)
+    assert spend_reconcile(now=NOW) == {"updated": 1, "rebuilt": 1}
+    assert store_get(total_key) == b"13345000"
     running.refresh_from_db()
-    assert running.spent == Decimal("12.345")
+    assert running.spent == Decimal("13.345")
     store_set(total_key, None)
     store_set(day_key, None)
 
@@ -81,6 +83,49 @@ def test_lost_counters_are_rebuilt_from_postgresql(store_backend, running):
     assert counts["rebuilt"] == 1
     assert store_get(total_key) == b"40500000"
     assert store_get(day_key) == b"3250000"
+    store_set(total_key, None)
+    store_set(day_key, None)
+
+
+def test_spend_counted_after_redis_lost_its_data_is_added_to_what_postgresql_holds(
+        store_backend, running):
+    total_key, day_key = counters(running)
+    hour_key = spend_keys(running.pk, "UTC", NOW.timestamp())[2]
+    Campaign.objects.filter(pk=running.pk).update(spent=Decimal("40.5"))
+    CampaignDailySpend.objects.create(campaign=running, date=NOW.date(), amount=Decimal("3.25"))
+    for key in (total_key, day_key, hour_key):
+        store_set(key, None)
+
+    async def bill(store):
+        await Ledger(store).commit(campaign_id=running.pk, time_zone="UTC", hold_id="lost",
+                            minute=int(NOW.timestamp() // 60), spend=1_500_000,
+                            now=NOW.timestamp())
+
+    store_call(bill)  # a billing notice arrives before the next reconciliation
+    first = spend_reconcile(now=NOW)
+    again = spend_reconcile(now=NOW)
+
+    assert (first["rebuilt"], again["rebuilt"]) == (1, 0)
+    assert store_get(total_key) == b"42000000"  # 40.5 + 1.5
+    assert store_get(day_key) == b"4750000"  # 3.25 + 1.5
+    running.refresh_from_db()
+    assert running.spent == Decimal("42")
+    assert CampaignDailySpend.objects.get(campaign=running, date=NOW.date()).amount == Decimal(
+        "4.75")
+    for key in (total_key, day_key, hour_key):
+        store_set(key, None)
+
+
+def test_a_counter_finer_than_postgresql_keeps_its_value(store_backend, running):
+    total_key, day_key = counters(running)
+    store_set(total_key, 12_345_678)  # PostgreSQL keeps 4 decimals: 12.3457 rounds it up
+    store_set(day_key, 2_345_678)
+
+    first = spend_reconcile(now=NOW)
+    again = spend_reconcile(now=NOW)
+
+    assert (first["rebuilt"], again["rebuilt"]) == (0, 0)
+    assert (store_get(total_key), store_get(day_key)) == (b"12345678", b"2345678")
     store_set(total_key, None)
     store_set(day_key, None)
 
