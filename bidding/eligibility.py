@@ -103,6 +103,8 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
     if creative.adomain and request.blocked_advertiser_domains and _domain_matches(
             creative.adomain, tuple(request.blocked_advertiser_domains)):
         return "badv"
+    if creative.app_bundle and creative.app_bundle in request.blocked_app_bundles:
+        return "bapp"
     if imp.is_secure and not creative.is_secure:
         return "secure"
     return _media_refusal(creative, imp=imp, media=media)

@@ -387,6 +387,7 @@ class BidEngine:
             nurl=url("win", price_macro), burl=url("billing", price_macro),
             lurl=url("loss", {"loss": "${AUCTION_LOSS}", "price": "${AUCTION_PRICE}"}),
             adomain=[creative.adomain] if creative.adomain else None,
+            bundle=creative.app_bundle or None,
             cid=str(campaign.id), crid=str(creative.id),
             cat=list(creative.categories) or None, attr=list(creative.attributes) or None,
             w=width or None, h=height or None, mtype=MTYPE[offer.media],

@@ -45,6 +45,7 @@ class CreativeEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     markup: str = ""  # third-party markup (HTML tag, VAST XML, native JSON)
     click_url: str = ""
     adomain: str = ""
+    app_bundle: str = ""  # the advertised app (app-install ads): bid.bundle, checked against bapp
     categories: tuple[str, ...] = ()
     attributes: tuple[int, ...] = ()
     mimes: tuple[str, ...] = ()

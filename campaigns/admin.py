@@ -101,9 +101,9 @@ class CreativeInline(admin.StackedInline):
     form = CreativeForm
     extra = 0
     show_change_link = True
-    fields = ["name", "format", "sizes", "asset", "markup", "click_url", "adomain", "categories",
-              "attributes", "mimes", "protocols", "duration_seconds", "approval_status",
-              "preview"]
+    fields = ["name", "format", "sizes", "asset", "markup", "click_url", "adomain", "app_bundle",
+              "categories", "attributes", "mimes", "protocols", "duration_seconds",
+              "approval_status", "preview"]
     readonly_fields = ["approval_status", "preview"]
 
     @admin.display(description="preview")

@@ -170,7 +170,7 @@ class CreativeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Creative
         fields = ["id", "campaign", "name", "format", "sizes", "asset", "markup", "click_url",
-                  "adomain", "categories", "attributes", "mimes", "protocols",
+                  "adomain", "app_bundle", "categories", "attributes", "mimes", "protocols",
                   "duration_seconds", "approval_status", "created_by", "reviewed_by",
                   "reviewed_at", "review_note", "created_at", "updated_at"]
         read_only_fields = ["approval_status", "reviewed_at", "review_note", "created_at",

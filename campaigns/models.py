@@ -236,6 +236,10 @@ class Creative(models.Model):
     click_url = models.URLField(max_length=2000, blank=True)
     adomain = models.CharField("landing domain", max_length=253,
                                help_text="Advertiser domain declared to exchanges (adomain).")
+    app_bundle = models.CharField(
+        "advertised app", max_length=255, blank=True,
+        help_text="For an app-install ad: the app's store bundle or id, declared to exchanges "
+                  "(bid.bundle); a request that blocks it (bapp) gets no bid from it.")
     categories = models.JSONField(default=list, blank=True,
                                   validators=[targeting.validate_categories],
                                   help_text="IAB categories of the ad itself.")
@@ -295,6 +299,7 @@ class Creative(models.Model):
                 errors["duration_seconds"] = f"A {self.format} creative needs its duration."
             if not self.protocols:
                 errors["protocols"] = f"A {self.format} creative needs its protocols."
+        self.app_bundle = self.app_bundle.strip()
         if self.adomain:
             self.adomain = self.adomain.strip().lower()
             try:

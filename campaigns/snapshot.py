@@ -69,6 +69,7 @@ def _creative_entry(creative: Creative) -> CreativeEntry:
         id=creative.pk, name=creative.name, format=creative.format,
         sizes=tuple(_size(size) for size in creative.sizes), asset_url=asset_url,
         markup=creative.markup, click_url=creative.click_url, adomain=creative.adomain,
+        app_bundle=creative.app_bundle,
         categories=tuple(creative.categories), attributes=tuple(creative.attributes),
         mimes=tuple(creative.mimes), protocols=tuple(creative.protocols),
         duration_seconds=creative.duration_seconds, is_secure=is_secure)

@@ -227,6 +227,7 @@ SCRIPT_TAG = '<script src="https://tags.brand.example/ad.js"></script>'
     ("video", {"app_bundles_allow": ("com.example.other",)}, {}, {}, "app_not_allowed"),
     ("video", {"app_bundles_block": ("com.example.streaming",)}, {}, {}, "app_blocked"),
     ("banner", {}, {"categories": ("IAB8-1",)}, {"acat": ["IAB3", "IAB12"]}, "acat"),
+    ("banner", {}, {"app_bundle": "com.shop.app"}, {"bapp": ["com.shop.app"]}, "bapp"),
     ("banner", {}, {}, {"imp.0.banner.btype": [2]}, "btype"),
     ("banner", {}, {"markup": SCRIPT_TAG}, {"imp.0.banner.btype": [3]}, "btype"),
     ("video", {}, {"attributes": (6,)}, {}, "battr"),
@@ -239,7 +240,7 @@ SCRIPT_TAG = '<script src="https://tags.brand.example/ad.js"></script>'
     ("video", {}, {}, {"imp.0.video.protocols": [2, 3]}, "protocols"),
     ("banner", {}, {}, {"wseat": ["another-seat"]}, None),
     ("banner", {}, {}, {"bseat": ["ce-seat"]}, None),
-], ids=["app-allow", "app-block", "acat", "btype-xhtml", "btype-script", "battr-video",
+], ids=["app-allow", "app-block", "acat", "bapp", "btype-xhtml", "btype-script", "battr-video",
         "battr-native", "mimes", "minduration", "maxduration", "rqddurs", "protocols", "wseat",
         "bseat"])
 async def test_each_media_rule_app_list_and_seat_rule_refuses_the_bid_for_its_reason(
@@ -261,6 +262,17 @@ async def test_each_media_rule_app_list_and_seat_rule_refuses_the_bid_for_its_re
     assert outcome.response is None
     assert set(outcome.refusals) == ({reason} if reason else set())
     assert outcome.reason == NoBid.NO_ELIGIBLE_CAMPAIGN
+    await service.stop()
+
+
+async def test_a_bid_for_an_app_install_names_the_app(tmp_path):
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner", app_bundle="com.shop.app")))
+
+    outcome = await engine_outcome(service, {**fixture("banner-site-2.6.json"),
+                                             "bapp": ["com.other.app"]})
+
+    assert outcome.response.seatbid[0].bid[0].bundle == "com.shop.app"
     await service.stop()
 
 

@@ -183,6 +183,17 @@ def test_a_marketer_cannot_add_a_creative_to_another_advertisers_campaign(market
     assert Creative.objects.count() == 0
 
 
+def test_a_creative_declares_the_app_it_advertises(marketer_api, campaign):
+    response = marketer_api.post("/api/v1/creatives/", {
+        "campaign": campaign.pk, "name": "Install", "format": "banner", "sizes": ["320x50"],
+        "markup": "<div>ad</div>", "adomain": "shop.example", "app_bundle": " com.shop.app "},
+        format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["app_bundle"] == "com.shop.app"
+    assert Creative.objects.get(pk=response.json()["id"]).app_bundle == "com.shop.app"
+
+
 def test_a_marketer_cannot_create_an_advertiser(marketer_api):
     response = marketer_api.post("/api/v1/advertisers/", {"name": "Fabrikam"}, format="json")
 

@@ -82,7 +82,8 @@ def test_compile_encodes_money_times_targeting_and_creatives(make_campaign, crea
     insecure = creative_factory(campaign=campaign, approval_status=approved,
                                 markup='<img src="http://tracker.example/p.gif">')
     secure = creative_factory(campaign=campaign, approval_status=approved,
-                              markup='<img src="https://cdn.example/a.png">')
+                              markup='<img src="https://cdn.example/a.png">',
+                              app_bundle="com.shop.app")
 
     entry = snapshot_compile(version=1, now=NOW).campaigns[0]
 
@@ -100,6 +101,7 @@ def test_compile_encodes_money_times_targeting_and_creatives(make_campaign, crea
         (insecure.pk, ((300, 250),), "", False),
         (secure.pk, ((300, 250),), "", True),
     ]
+    assert [c.app_bundle for c in entry.creatives] == ["", "", "com.shop.app"]
     encoded = gzip.decompress(contract.encode(snapshot_compile(version=1, now=NOW)))
     assert b'"total_budget":"1234.5600"' in encoded
     assert b'"start_at":1898586000' in encoded
