@@ -14,6 +14,8 @@ Django-free: the bidder process and the embedded platform both run it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from typing import TYPE_CHECKING
@@ -30,7 +32,7 @@ from bidding.gateway import Gateway
 from bidding.handler import BidHandler
 from bidding.notices import NoticeHandler
 from bidding.profiles import PROFILE_UPDATED_SUBJECT, ProfileCache
-from campaign_express.backends.bus import Bus, Message, Subscription
+from campaign_express.backends.bus import Bus, BusUnavailable, Message, Subscription
 from campaign_express.backends.store import Store
 from campaign_express.env import Config
 from dsp.bidder import DspBidder
@@ -61,6 +63,7 @@ class BidderService:
                                 settings=EngineSettings(public_url=config.public_url,
                                                         secret=config.secret_key.encode()))
         self._subscription: Subscription | None = None
+        self._poll: asyncio.Task[None] | None = None
         self._profile_subscription: Subscription | None = None
         self.events = BidEvents(buffer=EventBuffer(capacity=config.analytics_buffer_events),
                                 node=config.node_id)
@@ -106,6 +109,7 @@ class BidderService:
         latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
         if latest:
             await self.receive(latest)
+        self._poll = asyncio.create_task(self._poll_bucket(), name="snapshot-poll")
         await self.agents.start()
         await self.bus_agents.start()
         if self.grpc_port is not None:
@@ -128,8 +132,25 @@ class BidderService:
     async def _on_snapshot(self, message: Message) -> None:
         await self.receive(message.data)
 
+    async def _poll_bucket(self) -> None:
+        """The bucket's pointer every `snapshot_poll_seconds`: a snapshot published while
+        this bidder was cut off from NATS (its message lost) still arrives; one already
+        served costs a key read, not a download."""
+        while True:
+            await asyncio.sleep(self.config.snapshot_poll_seconds)
+            try:
+                latest = await self.bus.kv_get(snapshots.BUCKET, snapshots.KEY)
+                if latest:
+                    await self.receive(latest)
+            except BusUnavailable as error:
+                logger.warning("could not read the config bucket: %s", error)
+
     async def receive(self, pointer: bytes) -> None:
-        """Fetch and serve the snapshot a published pointer names."""
+        """Fetch and serve the snapshot a published pointer names (unless it is served)."""
+        index = self.engine.index
+        version = snapshots.pointer_version(pointer)
+        if index is not None and version is not None and version <= index.version:
+            return
         try:
             snapshot = await snapshots.fetch(self.bus, pointer)
         except snapshots.SnapshotError as error:
@@ -154,6 +175,10 @@ class BidderService:
                         len(snapshot.campaigns))
 
     async def stop(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll
         if self.grpc is not None:
             await self.grpc.stop()
         await self.bus_agents.stop()

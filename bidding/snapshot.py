@@ -161,6 +161,14 @@ async def publish(bus: Bus, snapshot: Snapshot) -> None:
     await bus.publish(SUBJECT, pointer)
 
 
+def pointer_version(pointer: bytes) -> int | None:
+    """The version a pointer names, None when it is not one (`fetch` says why)."""
+    try:
+        return msgspec.json.decode(pointer, type=Pointer).version
+    except msgspec.DecodeError:
+        return None
+
+
 async def fetch(bus: Bus, pointer: bytes) -> Snapshot:
     """The snapshot a pointer names. The object may already hold a newer one (it is replaced
     in place): that is the one to serve anyway."""

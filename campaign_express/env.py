@@ -119,6 +119,9 @@ VARIABLES: tuple[Variable, ...] = (
              "the configured one is unavailable; empty means fail at start"),
     Variable(f"{PREFIX}LOYALTY__ENABLED", "true", "loyalty programs and loyalty-aware bidding"),
     Variable(f"{PREFIX}DSP__ENABLED", "false", "route bid requests to partner DSPs"),
+    Variable(f"{PREFIX}SNAPSHOT__POLL_SECONDS", "30",
+             "a bidder also reads the latest config snapshot from the `config` bucket this "
+             "often, so one published while it was cut off from NATS still arrives"),
     Variable(f"{PREFIX}LOG", "info",
              "log filter in RUST_LOG style: a default level, then `logger=level` pairs, "
              "comma-separated (`info,campaigns=debug,django.db=warning`)"),
@@ -219,6 +222,7 @@ class Config:
     npu_tenstorrent_url: str
     loyalty_enabled: bool
     dsp_enabled: bool
+    snapshot_poll_seconds: int
     log_filter: str
     log_format: str
     otlp_traces_endpoint: str
@@ -407,6 +411,8 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         npu_tenstorrent_url=read.raw(f"{PREFIX}NPU__TENSTORRENT_URL"),
         loyalty_enabled=read.boolean(f"{PREFIX}LOYALTY__ENABLED"),
         dsp_enabled=read.boolean(f"{PREFIX}DSP__ENABLED"),
+        snapshot_poll_seconds=read.integer(f"{PREFIX}SNAPSHOT__POLL_SECONDS", low=1,
+                                           high=86_400),
         log_filter=read.text(f"{PREFIX}LOG"),
         log_format=read.choice(f"{PREFIX}LOG_FORMAT", ("text", "json")),
         otlp_traces_endpoint=_otlp_traces_endpoint(read),

@@ -166,7 +166,8 @@ class RequestView:
 
     `has_user_consent` is the conservative gate for using personal data. It is False when
     COPPA applies, or GDPR applies and there is no consent string, or `us_privacy` says "Y"
-    (opted out of sale) in its third character, or `lmt` or `dnt` is set; True otherwise.
+    (opted out of sale) in its third character, or `gpp_sid` names sections that apply while
+    `gpp` carries no string, or `lmt` or `dnt` is set; True otherwise.
     It does not parse the TCF string's purposes and vendors, nor GPP sections: a consent
     string that is present but refuses our purposes still reads as consent here, and the
     policy that decodes TCF/GPP must narrow it.
@@ -261,6 +262,7 @@ def normalize(request: BidRequest) -> RequestView:
         coppa_applies
         or (gdpr is True and not consent)
         or (len(us_privacy) >= 3 and us_privacy[2].upper() == "Y")
+        or (bool(gpp_sid) and not gpp)
         or limits_ad_tracking
         or do_not_track)
 

@@ -4,6 +4,7 @@ snapshot far larger than a NATS message travels through the object store."""
 import asyncio
 import time
 
+import msgspec
 import pytest
 
 from bidding.service import BidderService
@@ -45,6 +46,37 @@ async def test_a_published_snapshot_reaches_a_running_bidder_and_survives_a_nats
         await asyncio.sleep(1.5)  # both clients reconnect by themselves
         await publish(publisher, decode(snapshot(*broad_campaigns(), version=3)))
         await served_version(service, 3)
+    finally:
+        await service.stop()
+        await service.bus.close()
+        await publisher.close()
+        nats.stop()
+
+
+async def test_a_snapshot_whose_message_was_missed_is_read_from_the_bucket(tmp_path):
+    """Stored in the bucket but never announced (as for a bidder cut off from NATS when it
+    was published): the bidder's poll of the bucket finds it."""
+    import dataclasses
+
+    from bidding.snapshot import BUCKET, KEY, OBJECT, Pointer, encode
+
+    nats = PrivateNats(tmp_path / "nats")
+    nats.start()
+    url = f"nats://127.0.0.1:{nats.port}"
+    publisher = NatsBus(url)
+    await publisher.connect()
+    await publish(publisher, decode(snapshot(*broad_campaigns(), version=1)))
+    service = BidderService(config=dataclasses.replace(config(tmp_path),
+                                                       snapshot_poll_seconds=1),
+                            bus=NatsBus(url), store=MemoryStore())
+    try:
+        await service.start()
+        data = encode(decode(snapshot(*broad_campaigns(), version=2)))
+        await publisher.object_put(BUCKET, OBJECT, data)
+        await publisher.kv_put(BUCKET, KEY, msgspec.json.encode(
+            Pointer(version=2, object=OBJECT, size=len(data))))
+
+        await served_version(service, 2, seconds=5)
     finally:
         await service.stop()
         await service.bus.close()

@@ -308,6 +308,11 @@ def test_identity_rule(user, ifa, expected):
     ({"device": {"dnt": 1}}, False),
     ({"device": {"dnt": True}}, False),
     ({"regs": {"ext": {"gdpr": "1"}}}, False),
+    ({"regs": {"gpp_sid": [2]}}, False),  # a GPP section applies, and no GPP string
+    ({"regs": {"gpp": "DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA", "gpp_sid": [2]}},
+     True),
+    ({"regs": {"ext": {"gpp_sid": [7]}}}, False),
+    ({"regs": {"gpp_sid": []}}, True),
 ])
 def test_has_user_consent(fields, expected):
     assert _view(**fields).has_user_consent is expected
