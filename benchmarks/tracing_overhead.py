@@ -145,7 +145,7 @@ async def _main(args: argparse.Namespace, data_dir: str, endpoint: str) -> None:
     await service.start()
     service.install(snapshots.encode(generate_snapshot(args.campaigns, 7, version=1)))
     bodies = request_bodies(2000, 7, corpus_requests(os.environ.get("OPENRTB_CORPUS", "")))
-    app = BidderApp(service, manage_lifespan=False)
+    app = BidderApp(service)
     await _measure(app, bodies, 500)  # warm-up: caches, the model's first calls
     settings: list[tuple[str, env.Config | None]] = [("off", None), *traced.items()]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in settings}

@@ -39,7 +39,7 @@ async def serve(config: env.Config, service: BidderService) -> None:
     await service.start()
     # The app refuses bodies over MAX_BODY_BYTES itself (a counted invalid request); the
     # server only bounds what it buffers.
-    server = Server(BidderApp(service, manage_lifespan=False),
+    server = Server(BidderApp(service),
                     max_body_bytes=2 * MAX_BODY_BYTES, trusted_proxies=config.trusted_proxies)
     await server.start(config.api_host, config.http_port)
     logger.info("bidder serving HTTP on %s:%d", config.api_host, config.http_port)

@@ -121,12 +121,11 @@ def caller_allowed(exchange: ExchangeEntry, scope: Scope) -> bool:
 
 
 class BidderApp:
-    def __init__(self, service: BidderService, *, max_body_bytes: int = MAX_BODY_BYTES,
-                 manage_lifespan: bool = True) -> None:
+    def __init__(self, service: BidderService, *,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.service = service
         self.handler = BidHandler(service, max_body_bytes=max_body_bytes)
         self.max_body_bytes = max_body_bytes
-        self.manage_lifespan = manage_lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -231,16 +230,14 @@ class BidderApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    if self.manage_lifespan:
-                        await self.service.start()
+                    await self.service.start()
                 except Exception as error:  # noqa: BLE001 - reported to the server, which exits
                     logger.exception("bidder failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.manage_lifespan:
-                    await self.service.stop()
+                await self.service.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -200,11 +200,11 @@ class BidEngine:
             if reached is not None and campaign_id in reached:
                 continue
             bid_id = secrets.token_hex(16)
-            hold = self._hold(request, offer, price, currency, rates, bid_id, now, outcome)
             if reached is None and campaign_id in capped:
                 self._check_store(now)
                 found, held = await asyncio.gather(
-                    self.ledger.capped(user=user, campaigns=capped.values(), now=now), hold)
+                    self.ledger.capped(user=user, campaigns=capped.values(), now=now),
+                    self._hold(request, offer, price, currency, rates, bid_id, now, outcome))
                 metrics.FREQUENCY_CAPPED.inc(len(found))
                 outcome.refusals["frequency_cap"] += len(found)
                 reached = found
@@ -214,7 +214,8 @@ class BidEngine:
                                                   minute=int(now // 60))
                     continue
             else:
-                held = await hold
+                held = await self._hold(request, offer, price, currency, rates, bid_id, now,
+                                        outcome)
             if held:
                 return offer, price, bid_id
         return None
@@ -407,12 +408,12 @@ def _loyalty_boost(campaign: CampaignEntry, profile: Profile | None) -> Decimal:
 def _without_capped_campaigns(offers: list[_Offer], outcome: Outcome) -> list[_Offer]:
     """Without a user we may count (no id, or no consent), campaigns with frequency caps
     cannot know whether the cap is reached, and do not bid."""
-    kept = [offer for offer in offers if not _has_caps(offer.candidate.campaign)]
-    if len(kept) < len(offers):
-        outcome.refusals["cap_without_user"] += len(
-            {offer.candidate.campaign.id for offer in offers}
-            - {offer.candidate.campaign.id for offer in kept})
-    return kept
+    capped = {offer.candidate.campaign.id for offer in offers
+              if _has_caps(offer.candidate.campaign)}
+    if not capped:
+        return offers
+    outcome.refusals["cap_without_user"] += len(capped)
+    return [offer for offer in offers if offer.candidate.campaign.id not in capped]
 
 
 def _has_caps(campaign: CampaignEntry) -> bool:

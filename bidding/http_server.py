@@ -59,6 +59,11 @@ class _Request:
         self._done = False
         self._body_given = False
 
+    @property
+    def started(self) -> bool:
+        """Whether the response's head was given (`http.response.start`)."""
+        return self._head is not None
+
     async def receive(self) -> Message:
         if not self._body_given:
             self._body_given = True
@@ -210,7 +215,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - one request's failure must not end the server
             logger.exception("%s %s failed", request.scope["method"], request.scope["path"])
             request.keep_alive = False
-            if request._head is None:
+            if not request.started:
                 self.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n"
                            b"connection: close\r\n\r\n")
         self._active = None

@@ -130,7 +130,7 @@ class NoticeHandler:
         if not verify(self.secret, "conversion", fields, CONVERSION_FIELDS):
             NOTICES.labels("conversion", "forged").inc()
             return NoticeAnswer(403)
-        value = _price(query.get("value", "")) or Decimal(0)
+        value = notice_price(query.get("value", "")) or Decimal(0)
         tag = f"conversions:{{c{fields['campaign']}}}"
         try:
             once = await self.store.incr_within(f"notice:conversion:{fields['bid']}", 1, limit=1,
@@ -205,7 +205,7 @@ def _clearing_price(query: dict[str, str], index: CampaignIndex | None) -> Decim
             logger.error("exchange %s: price of bid %s not counted: %s", exchange.slug,
                          query["bid"], error)
             return None
-    return _price(raw_price)
+    return notice_price(raw_price)
 
 
 def _loss_label(code: str) -> str:
@@ -225,7 +225,7 @@ def _with_click_token(landing: str, secret: bytes, query: dict[str, str]) -> str
     return f"{landing}{'&' if '?' in landing else '?'}ce_click={token}"
 
 
-def _price(raw: str) -> Decimal | None:
+def notice_price(raw: str) -> Decimal | None:
     """The clearing CPM, or None for an empty, `AUDIT`, unsubstituted or malformed price."""
     if not raw or raw == "AUDIT" or raw.startswith("${"):
         return None

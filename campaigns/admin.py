@@ -428,16 +428,9 @@ class CurrencyRateAdmin(DeleteThroughServices, admin.ModelAdmin):
         exchanges.currency_rate_delete(rate=obj, actor=request.user)
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "action", "entity", "entity_name", "from_status",
-                    "to_status"]
-    list_filter = ["action", "entity", "at"]
-    search_fields = ["entity_name", "note", "actor__username"]
-    date_hierarchy = "at"
-
-    def get_queryset(self, request):
-        return selectors.audit_list(user=request.user)
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record kept as written (an audit trail, a ledger): listed and shown, never added,
+    changed or deleted in the admin."""
 
     def has_add_permission(self, request):
         return False
@@ -447,3 +440,15 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "action", "entity", "entity_name", "from_status",
+                    "to_status"]
+    list_filter = ["action", "entity", "at"]
+    search_fields = ["entity_name", "note", "actor__username"]
+    date_hierarchy = "at"
+
+    def get_queryset(self, request):
+        return selectors.audit_list(user=request.user)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import httpx
 import msgspec
 
+from bidding.notices import notice_price
 from bidding.signing import signed_query, verify
 from campaign_express.backends.store import Store, StoreUnavailable
 from dsp import metrics
@@ -137,7 +138,7 @@ class Forwarder:
         if data is None:
             return 404
         won = msgspec.json.decode(data, type=WonBid)
-        clearing = _price(query.get("price", ""))
+        clearing = notice_price(query.get("price", ""))
         price = partner_price(clearing, won) if clearing is not None else None
         url = getattr(won, KINDS[kind])
         if kind == "billing" and price is not None:
@@ -156,13 +157,3 @@ class Forwarder:
                                  currency=won.currency, loss=query.get("loss", "")),
                       seat=won.seat, kind=kind)
         return 204
-
-
-def _price(raw: str) -> Decimal | None:
-    if not raw or raw == "AUDIT" or raw.startswith("${"):
-        return None
-    try:
-        price = Decimal(raw)
-    except InvalidOperation:
-        return None
-    return price if price.is_finite() and price >= 0 else None

@@ -78,10 +78,7 @@ class InferenceBatcher:
 
     async def infer(self, rows: Matrix) -> Matrix:
         """Score ``rows`` [n, F]; returns [n, outputs] for exactly these rows."""
-        if rows.ndim != 2 or rows.shape[0] == 0:
-            raise ValueError(f"rows must be a non-empty 2-D matrix, got shape {rows.shape}")
-        if self._closed:
-            raise RuntimeError(f"the {self._provider} batcher is closed")
+        _check(rows, provider=self._provider, closed=self._closed)
         loop = asyncio.get_running_loop()
         futures = []
         for start in range(0, rows.shape[0], self.max_batch):
@@ -148,6 +145,13 @@ _latency = functools.cache(INFERENCE_LATENCY_US.labels)
 _batch_size = functools.cache(BATCH_SIZE.labels)
 
 
+def _check(rows: Matrix, *, provider: str, closed: bool) -> None:
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"rows must be a non-empty 2-D matrix, got shape {rows.shape}")
+    if closed:
+        raise RuntimeError(f"the {provider} batcher is closed")
+
+
 def _run_batch(infer: Callable[[Matrix], Matrix], provider: str, batch: list[_Waiting]
                ) -> list[tuple[_Waiting, Matrix | None, BaseException | None]]:
     """One provider call for ``batch``: each caller's own rows of the scores, or the error."""
@@ -188,10 +192,7 @@ class LoopBatcher:
 
     async def infer(self, rows: Matrix) -> Matrix:
         """Score ``rows`` [n, F]; returns [n, outputs] for exactly these rows."""
-        if rows.ndim != 2 or rows.shape[0] == 0:
-            raise ValueError(f"rows must be a non-empty 2-D matrix, got shape {rows.shape}")
-        if self._closed:
-            raise RuntimeError(f"the {self._provider} batcher is closed")
+        _check(rows, provider=self._provider, closed=self._closed)
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._run_waiting)

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from campaign_express.errors import DomainError
-from campaigns.admin import DeleteThroughServices
+from campaigns.admin import DeleteThroughServices, ReadOnlyAdmin
 from campaigns.selectors import advertiser_list
 from loyalty import selectors, services
 from loyalty.models import (
@@ -248,7 +248,7 @@ class MemberAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "member", "kind", "points", "balance_after", "reason",
                     "transaction_id"]
     list_filter = ["kind", ("program", admin.RelatedOnlyFieldListFilter)]
@@ -257,15 +257,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.ledger_list(user=request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ApiKeyForm(forms.ModelForm):
