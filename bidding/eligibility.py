@@ -19,7 +19,6 @@ from bidding.profiles import Profile
 from bidding.snapshot import CampaignEntry, CreativeEntry
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-OUR_VAST_PROTOCOLS = frozenset({7})  # VAST 4.0 inline: what bidding.markup writes
 BANNER_TYPE_XHTML, BANNER_TYPE_JAVASCRIPT = 2, 3
 
 
@@ -75,8 +74,6 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
         return "schedule"
     if campaign.regions and request.region not in campaign.regions:
         return "region"
-    if campaign.operating_systems and request.os not in campaign.operating_systems:
-        return "os"
     if campaign.site_domains_allow and not _domain_matches(request.domain,
                                                            campaign.site_domains_allow):
         return "site_not_allowed"
@@ -140,11 +137,6 @@ def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str 
         return "format"
     if timed.blocked_attributes.intersection(creative.attributes):
         return "battr"
-    if timed.mimes and not set(timed.mimes).intersection(creative.mimes):
-        return "mimes"
-    protocols = creative.protocols if creative.markup else OUR_VAST_PROTOCOLS
-    if timed.protocols and not timed.protocols.intersection(protocols):
-        return "protocols"
     duration = creative.duration_seconds or 0
     if timed.required_durations and duration not in timed.required_durations:
         return "duration"

@@ -266,11 +266,15 @@ class BidEngine:
                 sizes: tuple[tuple[int, int] | None, ...] = (None,)
                 if media == "banner" and imp.banner is not None and imp.banner.sizes:
                     sizes = imp.banner.sizes
+                timed = imp.video if media == "video" else (
+                    imp.audio if media == "audio" else None)
                 for size in sizes:
                     for candidate in index.candidates(
                             format=media, size=size, country=request.country,
                             device_type=request.device_type, deal_ids=deal_ids,
-                            categories=request.content_categories, open_allowed=open_allowed):
+                            categories=request.content_categories, open_allowed=open_allowed,
+                            os=request.os, mimes=timed.mimes if timed else (),
+                            protocols=timed.protocols if timed else ()):
                         reason = refusal(candidate.campaign, candidate.creative,
                                          request=request, imp=imp, media=media, now=now,
                                          profile=profile)

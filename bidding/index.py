@@ -19,6 +19,11 @@ What `candidates` decides, exactly:
 - country: the campaign lists the request's country (ISO 3166-1 alpha-3), or targets no
   country. An unknown country (``""``) matches only campaigns without country targeting.
 - device type: the same, for the campaign's device types.
+- operating system: the same, for the campaign's operating systems (normalized names).
+- video and audio MIME types and protocols, when the impression lists them: the creative
+  has one of the listed MIME types, and one of the listed protocols (its own with
+  third-party markup, VAST 4.0 for the VAST `bidding.markup` writes). Other formats have
+  neither.
 - categories: the campaign targets no category, or one of the request's content categories,
   or the parent of one (a campaign on ``IAB1`` matches content in ``IAB1-2``).
 - deals: a campaign with deal ids bids only on a request carrying one of them. A campaign
@@ -27,10 +32,9 @@ What `candidates` decides, exactly:
   and passes ``open_allowed=True`` for a request without deals.
 
 What it leaves to later filters: the schedule (start/end) and dayparts in the advertiser's
-time zone, regions, operating systems, site domain and app bundle allow/block lists, user
-segments and loyalty tiers, the request's blocklists (``bcat``, ``badv``, ``bapp``, creative
-attributes), video/audio MIME types, protocols and duration, secure-only impressions, floors
-and budgets, pacing and frequency caps.
+time zone, regions, site domain and app bundle allow/block lists, user segments and loyalty
+tiers, the request's blocklists (``bcat``, ``badv``, ``bapp``, creative attributes), video
+and audio duration, secure-only impressions, floors and budgets, pacing and frequency caps.
 
 Django-free: the bidder imports it.
 """
@@ -40,7 +44,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
+from bidding.markup import OUR_VAST_PROTOCOLS
 from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot
+
+TIMED_FORMATS = ("video", "audio")
 
 
 class Candidate(NamedTuple):
@@ -119,6 +126,11 @@ class CampaignIndex:
         any_category: list[int] = []
         by_deal: dict[object, list[int]] = {}
         open_deals: list[int] = []
+        by_os: dict[object, list[int]] = {}
+        any_os: list[int] = []
+        by_mime: dict[object, list[int]] = {}
+        by_protocol: dict[object, list[int]] = {}
+        untimed: list[int] = []  # banner and native: no MIME type or protocol to match
 
         def add(bucket: dict[object, list[int]], unrestricted: list[int],
                 values: Iterable[object], pair_ids: list[int]) -> None:
@@ -139,10 +151,19 @@ class CampaignIndex:
                 pair_ids.append(pair_id)
                 by_format.setdefault(creative.format, []).append(pair_id)
                 add(by_size, any_size, creative.sizes, [pair_id])
+                if creative.format in TIMED_FORMATS:  # without any, it matches no list
+                    for mime in creative.mimes:
+                        by_mime.setdefault(mime, []).append(pair_id)
+                    for protocol in (creative.protocols if creative.markup
+                                     else OUR_VAST_PROTOCOLS):
+                        by_protocol.setdefault(protocol, []).append(pair_id)
+                else:
+                    untimed.append(pair_id)
             add(by_country, any_country, campaign.countries, pair_ids)
             add(by_device, any_device, campaign.device_types, pair_ids)
             add(by_category, any_category, campaign.categories, pair_ids)
             add(by_deal, open_deals, campaign.deal_ids, pair_ids)
+            add(by_os, any_os, campaign.operating_systems, pair_ids)
         facets = {
             "format": _Facet(by_format, ()),
             "size": _Facet(by_size, any_size),
@@ -150,6 +171,9 @@ class CampaignIndex:
             "device_type": _Facet(by_device, any_device),
             "category": _Facet(by_category, any_category),
             "deal": _Facet(by_deal, open_deals),
+            "os": _Facet(by_os, any_os),
+            "mime": _Facet(by_mime, untimed),
+            "protocol": _Facet(by_protocol, untimed),
         }
         return cls(snapshot, tuple(pairs), facets)
 
@@ -173,17 +197,24 @@ class CampaignIndex:
     def candidates(self, *, format: str, size: tuple[int, int] | None, country: str,
                    device_type: str, deal_ids: tuple[str, ...] = (),
                    categories: tuple[str, ...] = (),
-                   open_allowed: bool = True) -> Iterator[Candidate]:
+                   open_allowed: bool = True, os: str = "", mimes: Iterable[str] = (),
+                   protocols: Iterable[int] = ()) -> Iterator[Candidate]:
         """The pairs passing the indexed facets (see the module docstring), highest maximum
-        CPM first, then by campaign and creative id."""
+        CPM first, then by campaign and creative id. Empty ``mimes`` or ``protocols``: the
+        impression lists none, and they do not constrain."""
         facets = self._facets
         matches = (facets["format"].passing((format,), include_unrestricted=False)
                    & facets["country"].passing((country,))
                    & facets["device_type"].passing((device_type,))
                    & facets["category"].passing(_category_values(categories))
-                   & facets["deal"].passing(deal_ids, include_unrestricted=open_allowed))
+                   & facets["deal"].passing(deal_ids, include_unrestricted=open_allowed)
+                   & facets["os"].passing((os,)))
         if size is not None and matches:
             matches &= facets["size"].passing((size,))
+        if mimes and matches:
+            matches &= facets["mime"].passing(mimes)
+        if protocols and matches:
+            matches &= facets["protocol"].passing(protocols)
         return self._in_order(matches)
 
     def _in_order(self, matches: int) -> Iterator[Candidate]:

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from bidding.snapshot import CreativeEntry
 
+OUR_VAST_PROTOCOLS = frozenset({7})  # VAST 4.0 inline: what `vast` writes
 VAST_EVENTS = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
 
 

@@ -232,12 +232,12 @@ SCRIPT_TAG = '<script src="https://tags.brand.example/ad.js"></script>'
     ("banner", {}, {"markup": SCRIPT_TAG}, {"imp.0.banner.btype": [3]}, "btype"),
     ("video", {}, {"attributes": (6,)}, {}, "battr"),
     ("native", {}, {"attributes": (9,)}, {}, "battr"),
-    ("video", {}, {}, {"imp.0.video.mimes": ["video/webm"]}, "mimes"),
+    ("video", {}, {}, {"imp.0.video.mimes": ["video/webm"]}, None),
     ("video", {}, {}, {"imp.0.video.minduration": 20}, "duration"),
     ("video", {}, {}, {"imp.0.video.maxduration": 10}, "duration"),
     ("video", {}, {}, {"imp.0.video.minduration": None, "imp.0.video.maxduration": None,
                        "imp.0.video.rqddurs": [6, 30]}, "duration"),
-    ("video", {}, {}, {"imp.0.video.protocols": [2, 3]}, "protocols"),
+    ("video", {}, {}, {"imp.0.video.protocols": [2, 3]}, None),
     ("banner", {}, {}, {"wseat": ["another-seat"]}, None),
     ("banner", {}, {}, {"bseat": ["ce-seat"]}, None),
 ], ids=["app-allow", "app-block", "acat", "bapp", "btype-xhtml", "btype-script", "battr-video",
@@ -246,7 +246,8 @@ SCRIPT_TAG = '<script src="https://tags.brand.example/ad.js"></script>'
 async def test_each_media_rule_app_list_and_seat_rule_refuses_the_bid_for_its_reason(
         tmp_path, media, campaign_overrides, creative_overrides, changes, reason):
     """The fixture bids on the plain campaign; the one change is refused for its own reason
-    and nothing else (seat rules refuse the whole request before any candidate)."""
+    and nothing else (seat rules refuse the whole request before any candidate; MIME types
+    and protocols are index facets: the pair is never a candidate, and no reason counts)."""
     request = fixture(MEDIA_FIXTURES[media])
     video = {"sizes": ()} if media == "video" else {}
     money = {"base_bid_cpm": Decimal(10), "max_bid_cpm": Decimal(20)} if media == "video" else {}

@@ -13,13 +13,16 @@ DEVICE_TYPES = ("phone", "tablet", "desktop", "ctv")
 CATEGORIES = ("IAB1", "IAB1-2", "IAB2", "IAB3", "IAB3-1")
 SIZES = ((300, 250), (728, 90), (320, 50))
 DEALS = ("deal-a", "deal-b", "deal-c")
-FORMATS = ("banner", "video", "native")
+FORMATS = ("banner", "video", "native", "audio")
+OPERATING_SYSTEMS = ("ios", "android", "windows")
+MIMES = ("video/mp4", "video/webm", "audio/mpeg")
+PROTOCOLS = (2, 3, 7, 8)
 
 
 def creative(creative_id: int, format_: str = "banner",
-             sizes: tuple[tuple[int, int], ...] = ((300, 250),)) -> CreativeEntry:
+             sizes: tuple[tuple[int, int], ...] = ((300, 250),), **fields) -> CreativeEntry:
     return CreativeEntry(id=creative_id, name=f"creative {creative_id}", format=format_,
-                         sizes=sizes)
+                         sizes=sizes, **fields)
 
 
 def campaign(campaign_id: int, creatives: tuple[CreativeEntry, ...],
@@ -43,7 +46,8 @@ def ids(candidates) -> list[tuple[int, int]]:
 
 def brute_force(snap: Snapshot, *, format: str, size, country: str, device_type: str,
                 deal_ids: tuple[str, ...], categories: tuple[str, ...],
-                open_allowed: bool) -> list[tuple[int, int]]:
+                open_allowed: bool, os: str, mimes: tuple[str, ...],
+                protocols: tuple[int, ...]) -> list[tuple[int, int]]:
     """The documented rules, one pair at a time."""
     with_parents = set(categories) | {category.split("-")[0] for category in categories}
     found = []
@@ -56,7 +60,12 @@ def brute_force(snap: Snapshot, *, format: str, size, country: str, device_type:
                 and (not entry.device_types or device_type in entry.device_types)
                 and (not entry.categories or bool(with_parents & set(entry.categories)))
                 and (bool(set(deal_ids) & set(entry.deal_ids)) if entry.deal_ids
-                     else open_allowed))
+                     else open_allowed)
+                and (not entry.operating_systems or os in entry.operating_systems)
+                and (format not in ("video", "audio") or (
+                    (not mimes or bool(set(mimes) & set(item.mimes)))
+                    and (not protocols or bool(set(protocols) & set(
+                        item.protocols if item.markup else (7,)))))))
             if passes:
                 found.append((entry.id, item.id))
     return found
@@ -74,9 +83,13 @@ def random_snapshot(rng: random.Random, count: int) -> Snapshot:
             creative_id += 1
             format_ = rng.choice(FORMATS)
             sizes = _some(rng, SIZES, 0.8) if format_ != "native" else ()
-            creatives.append(creative(creative_id, format_, sizes))
+            timed = {"mimes": _some(rng, MIMES, 0.9), "protocols": _some(rng, PROTOCOLS, 0.7),
+                     "markup": "<VAST/>" if rng.random() < 0.5 else ""
+                     } if format_ in ("video", "audio") else {}
+            creatives.append(creative(creative_id, format_, sizes, **timed))
         campaigns.append(campaign(
             campaign_id, tuple(creatives), countries=_some(rng, COUNTRIES, 0.5),
+            operating_systems=_some(rng, OPERATING_SYSTEMS, 0.3),
             device_types=_some(rng, DEVICE_TYPES, 0.4), categories=_some(rng, CATEGORIES, 0.3),
             deal_ids=_some(rng, DEALS, 0.2), max_bid_cpm=Decimal(rng.randint(2, 9))))
     return snapshot(*campaigns)
@@ -97,6 +110,9 @@ def test_index_equals_a_linear_filter_over_random_campaigns_and_requests():
                 "deal_ids": _some(rng, (*DEALS, "deal-unknown"), 0.3),
                 "categories": _some(rng, (*CATEGORIES, "IAB9"), 0.6),
                 "open_allowed": rng.random() < 0.8,
+                "os": rng.choice((*OPERATING_SYSTEMS, "", "linux")),
+                "mimes": _some(rng, (*MIMES, "video/ogg"), 0.6),
+                "protocols": _some(rng, PROTOCOLS, 0.6),
             }
             expected = brute_force(snap, **request)
             assert ids(index.candidates(**request)) == expected, request
@@ -164,3 +180,27 @@ def test_exchanges_version_and_an_empty_snapshot():
     assert list(index.candidates(format="banner", size=None, country="USA",
                                  device_type="phone")) == []
     assert CampaignIndex.build(snapshot()).default_exchange() is None
+
+
+def test_operating_systems_mime_types_and_protocols():
+    """Our own VAST is 4.0 (protocol 7); third-party markup speaks its listed protocols; a
+    timed creative without MIME types matches no list of them; banners have neither."""
+    snap = snapshot(
+        campaign(1, (creative(11, "video", (), mimes=("video/mp4",)),
+                     creative(12, "video", (), mimes=("video/mp4", "video/webm"),
+                              protocols=(2, 3), markup="<VAST version=\"3.0\"/>"),
+                     creative(13, "video", ()))),
+        campaign(2, (creative(21),), operating_systems=("ios",)),
+    )
+    index = CampaignIndex.build(snap)
+    video = {"format": "video", "size": None, "country": "USA", "device_type": "phone"}
+    assert ids(index.candidates(**video)) == [(1, 11), (1, 12), (1, 13)]
+    assert ids(index.candidates(**video, mimes=("video/mp4",))) == [(1, 11), (1, 12)]
+    assert ids(index.candidates(**video, mimes=("video/webm",))) == [(1, 12)]
+    assert ids(index.candidates(**video, protocols=(7,))) == [(1, 11), (1, 13)]
+    assert ids(index.candidates(**video, protocols=(3, 8))) == [(1, 12)]
+    banner = {"format": "banner", "size": (300, 250), "country": "USA", "device_type": "phone",
+              "mimes": ("video/mp4",), "protocols": (2,)}
+    assert ids(index.candidates(**banner, os="ios")) == [(2, 21)]
+    assert ids(index.candidates(**banner, os="android")) == []
+    assert ids(index.candidates(**banner)) == []
