@@ -126,7 +126,7 @@ def main() -> None:
     started = time.perf_counter()
     index = CampaignIndex.build(snapshot)
     build_ms = (time.perf_counter() - started) * 1000
-    pairs = [Candidate(campaign, creative) for campaign in snapshot.campaigns
+    pairs = [Candidate(campaign, creative, 0) for campaign in snapshot.campaigns
              for creative in campaign.creatives]
     print(f"{arguments.campaigns} campaigns, {len(index)} (campaign, creative) pairs; "
           f"index built in {build_ms:.0f} ms")

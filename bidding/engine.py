@@ -36,11 +36,11 @@ from campaign_express.backends.store import StoreUnavailable
 from inference.batcher import Matrix
 from inference.features import (
     ContextFeatures,
-    EncodedOffer,
+    EncodedOffers,
     OfferFeatures,
     UserFeatures,
-    build_matrix_encoded,
-    encode_offer,
+    build_matrix_picked,
+    encode_offers,
 )
 from inference.runtime import ModelRuntime
 
@@ -87,22 +87,22 @@ class BidEngine:
         self.settings = settings
         self.ledger = ledger
         self.profiles = profiles
-        self._index: CampaignIndex | None = None
+        # The served index and its pairs' model inputs (which never change while it serves),
+        # replaced together.
+        self._served: tuple[CampaignIndex, EncodedOffers] | None = None
         self._store_down_until = 0.0
-        # A pair's model inputs never change while its index serves: id(candidate) -> them.
-        self._offer_features: dict[int, EncodedOffer] = {}
 
     @property
     def index(self) -> CampaignIndex | None:
-        return self._index
+        return self._served[0] if self._served is not None else None
 
     def install(self, snapshot: Snapshot) -> bool:
         """Serve ``snapshot`` if it is newer than the one served; the swap is one assignment,
         so a request sees the old index or the new one, never a mix."""
-        if self._index is not None and snapshot.version <= self._index.version:
+        if self._served is not None and snapshot.version <= self._served[0].version:
             return False
-        self._index = CampaignIndex.build(snapshot)
-        self._offer_features = {}
+        index = CampaignIndex.build(snapshot)
+        self._served = index, encode_offers([_offer_features(pair) for pair in index.pairs])
         # The snapshot's objects (hundreds of thousands for 10,000 campaigns) live until the
         # next one: out of the collector's sight, a full collection no longer walks them all
         # (160 ms on the loop at 10,000 campaigns, BENCHMARKS.md). Those of a replaced
@@ -114,9 +114,10 @@ class BidEngine:
 
     async def bid(self, request: RequestView, *, exchange: ExchangeEntry, received_at: float,
                   now: float | None = None) -> Outcome:
-        index = self._index
-        if index is None or not self.runtime.is_ready:
+        served = self._served
+        if served is None or not self.runtime.is_ready:
             return Outcome(reason=NoBid.TECHNICAL_ERROR)
+        index, encoded = served
         if request.tmax_ms is not None:
             spent_ms = (time.perf_counter() - received_at) * 1000
             left_ms = request.tmax_ms - self.settings.network_allowance_ms - spent_ms
@@ -144,7 +145,7 @@ class BidEngine:
             if outcome.refusals["cap_without_user"]:
                 outcome.reason = NoBid.NO_CONSENT if request.user_id else NoBid.UNMATCHED_USER
             return outcome
-        scores = await self.runtime.score(self._features(request, offers, profile, now),
+        scores = await self.runtime.score(self._features(request, offers, encoded, profile, now),
                                           routing_key=request.request_id)
         outcome.model_version = scores.version
         outcome.scored = len(offers)
@@ -299,8 +300,8 @@ class BidEngine:
                     break
         return offers
 
-    def _features(self, request: RequestView, offers: list[_Offer], profile: Profile | None,
-                  now: float) -> Matrix:
+    def _features(self, request: RequestView, offers: list[_Offer], encoded: EncodedOffers,
+                  profile: Profile | None, now: float) -> Matrix:
         """One row per offer. The hour of week is UTC: requests rarely carry the user's
         offset reliably. Without consent the user part is empty (no profile was read)."""
         user = UserFeatures()
@@ -323,20 +324,8 @@ class BidEngine:
             site_category=request.content_categories[0] if request.content_categories else "",
             is_app=request.medium == "app", is_interstitial=first_imp.is_interstitial,
             ad_position=(first_imp.banner.position or 0) if first_imp.banner else 0)
-        cache = self._offer_features
-        rows = []
-        for offer in offers:
-            candidate = offer.candidate
-            features = cache.get(id(candidate))
-            if features is None:
-                features = cache[id(candidate)] = encode_offer(OfferFeatures(
-                    format=offer.media,  # the creative's own format: the index matched it
-                    category=(candidate.creative.categories
-                              or candidate.campaign.categories or ("",))[0],
-                    bid_cpm=float(candidate.campaign.base_bid_cpm),
-                    segments=frozenset(candidate.campaign.segments)))
-            rows.append(features)
-        return build_matrix_encoded(user=user, context=context, offers=rows)
+        return build_matrix_picked(user=user, context=context, encoded=encoded,
+                                   picks=[offer.candidate.position for offer in offers])
 
     def _price(self, offer: _Offer, ctr: float, currency: str,
                rates: dict[str, Decimal], *, boost: Decimal = NO_BOOST) -> Decimal | None:
@@ -398,6 +387,14 @@ class BidEngine:
             w=width or None, h=height or None, mtype=MTYPE[offer.media],
             dealid=offer.deal.deal_id if offer.deal is not None else None,
             dur=creative.duration_seconds if timed else None)
+
+
+def _offer_features(pair: Candidate) -> OfferFeatures:
+    return OfferFeatures(
+        format=pair.creative.format,
+        category=(pair.creative.categories or pair.campaign.categories or ("",))[0],
+        bid_cpm=float(pair.campaign.base_bid_cpm),
+        segments=frozenset(pair.campaign.segments))
 
 
 def _loyalty_boost(campaign: CampaignEntry, profile: Profile | None) -> Decimal:

@@ -53,6 +53,7 @@ TIMED_FORMATS = ("video", "audio")
 class Candidate(NamedTuple):
     campaign: CampaignEntry
     creative: CreativeEntry
+    position: int  # in `CampaignIndex.pairs`
 
 
 def _mask(ids: Iterable[int]) -> int:
@@ -105,7 +106,7 @@ class CampaignIndex:
     def __init__(self, snapshot: Snapshot, pairs: tuple[Candidate, ...],
                  facets: dict[str, _Facet]) -> None:
         self.snapshot = snapshot
-        self._pairs = pairs
+        self.pairs = pairs  # every (campaign, creative) pair, in the order lookups give them
         self._facets = facets
         self._exchanges = {exchange.slug: exchange for exchange in snapshot.exchanges}
         self._campaigns = {campaign.id: campaign for campaign in snapshot.campaigns}
@@ -147,7 +148,7 @@ class CampaignIndex:
             pair_ids = []
             for creative in sorted(campaign.creatives, key=lambda entry: entry.id):
                 pair_id = len(pairs)
-                pairs.append(Candidate(campaign, creative))
+                pairs.append(Candidate(campaign, creative, pair_id))
                 pair_ids.append(pair_id)
                 by_format.setdefault(creative.format, []).append(pair_id)
                 add(by_size, any_size, creative.sizes, [pair_id])
@@ -183,7 +184,7 @@ class CampaignIndex:
 
     def __len__(self) -> int:
         """The number of (campaign, creative) pairs indexed."""
-        return len(self._pairs)
+        return len(self.pairs)
 
     def campaign(self, campaign_id: int) -> CampaignEntry | None:
         return self._campaigns.get(campaign_id)
@@ -224,7 +225,7 @@ class CampaignIndex:
         in proportion to its size (kilobytes for 10,000 campaigns), so they run once per
         window (or once per gap of pairs that do not match), not once per candidate.
         """
-        pairs = self._pairs
+        pairs = self.pairs
         base = 0
         while matches:
             window = matches & _WINDOW_MASK

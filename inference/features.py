@@ -279,35 +279,36 @@ def build_matrix(*, user: UserFeatures, context: ContextFeatures,
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedOffer:
-    """An offer's own columns encoded once (`encode_offer`): they do not change from one
-    request to the next, so a server keeps them beside the offer and builds each request's
-    matrix from them (`build_matrix_encoded`), the same numbers `build_matrix` gives."""
+class EncodedOffers:
+    """Offers' own columns encoded once (`encode_offers`): they do not change from one
+    request to the next, so a server encodes every offer it may score when its offers change
+    and builds each request's matrix by picking rows (`build_matrix_picked`), the same
+    numbers `build_matrix` gives."""
 
-    row: npt.NDArray[np.float32]  # FEATURE_COUNT wide; only the offer's own columns set
-    category: int  # category_index of the offer's category, -1 when not IAB
-    segments: frozenset[str]
-
-
-_OFFER_COLUMNS = slice(_SHARED_COUNT, _MATCH_INTEREST_CONTEXT)
-
-
-def encode_offer(offer: OfferFeatures) -> EncodedOffer:
-    row = np.zeros(FEATURE_COUNT, dtype=np.float32)
-    row[_OFFER_COLUMNS] = build_matrix(user=UserFeatures(), context=ContextFeatures(),
-                                       offers=(offer,))[0, _OFFER_COLUMNS]
-    return EncodedOffer(row=row, category=category_index(offer.category),
-                        segments=offer.segments)
+    # [offers, FEATURE_COUNT]: each offer's row for no user and no context, so its match
+    # columns are 0 and its user and context columns are overwritten by each request.
+    rows: npt.NDArray[np.float32]
+    categories: tuple[int, ...]  # category_index of each offer's category, -1 when not IAB
+    segments: tuple[frozenset[str], ...]
 
 
-def build_matrix_encoded(*, user: UserFeatures, context: ContextFeatures,
-                         offers: Sequence[EncodedOffer]) -> npt.NDArray[np.float32]:
-    """`build_matrix` for offers encoded beforehand: the rows are stacked, the shared columns
-    broadcast, and only the match columns are worked out per offer (none when the user has
-    no interests and segments and the context no IAB category, the common case)."""
-    if not offers:
-        return np.zeros((0, FEATURE_COUNT), dtype=np.float32)
-    matrix = np.array([offer.row for offer in offers])  # np.stack costs 2.5 times more
+def encode_offers(offers: Sequence[OfferFeatures]) -> EncodedOffers:
+    """One pass over all the offers (for 18,000 offers, tens of milliseconds)."""
+    return EncodedOffers(
+        rows=build_matrix(user=UserFeatures(), context=ContextFeatures(), offers=offers),
+        categories=tuple(category_index(offer.category) for offer in offers),
+        segments=tuple(offer.segments for offer in offers))
+
+
+def build_matrix_picked(*, user: UserFeatures, context: ContextFeatures,
+                        encoded: EncodedOffers, picks: Sequence[int]) -> npt.NDArray[np.float32]:
+    """`build_matrix` for the offers at ``picks`` in ``encoded``: their rows are gathered in
+    one indexing, the shared columns broadcast, and only the match columns are worked out per
+    offer (none when the user has no interests and segments and the context no IAB category,
+    the common case)."""
+    matrix = encoded.rows[list(picks)]
+    if not picks:
+        return matrix
     interests = frozenset(index for index in map(category_index, user.interests) if index >= 0)
     site_category = category_index(context.site_category)
     matrix[:, :_SHARED_COUNT] = _shared_columns(user=user, context=context,
@@ -315,10 +316,11 @@ def build_matrix_encoded(*, user: UserFeatures, context: ContextFeatures,
     if site_category in interests:
         matrix[:, _MATCH_INTEREST_CONTEXT] = 1.0
     if interests or site_category >= 0 or user.segments:
+        categories, segments = encoded.categories, encoded.segments
         matrix[:, _MATCH_OFFER_START:_MATCH_OFFER_START + 3] = [
-            (offer.category in interests,
-             offer.category >= 0 and offer.category == site_category,
-             not offer.segments.isdisjoint(user.segments)) for offer in offers]
+            (categories[pick] in interests,
+             categories[pick] >= 0 and categories[pick] == site_category,
+             not segments[pick].isdisjoint(user.segments)) for pick in picks]
     return matrix
 
 

@@ -21,9 +21,9 @@ from inference.features import (
     OfferFeatures,
     UserFeatures,
     build_matrix,
-    build_matrix_encoded,
+    build_matrix_picked,
     build_row,
-    encode_offer,
+    encode_offers,
 )
 
 
@@ -231,15 +231,17 @@ def test_offers_encoded_beforehand_give_the_same_matrix():
                 ContextFeatures(device_type="phone", os="android", hour_of_week=130,
                                 site_category="IAB8-1", ad_position=1),
                 ContextFeatures(site_category="IAB26", is_app=True, is_interstitial=True)]
-    encoded = [encode_offer(offer) for offer in offers]
+    encoded = encode_offers(offers)
+    picks = [3, 0, 2, 0, 1]  # any of them, in any order, repeated
 
     for user in users:
         for context in contexts:
             np.testing.assert_array_equal(
-                build_matrix_encoded(user=user, context=context, offers=encoded),
-                build_matrix(user=user, context=context, offers=offers))
-    assert build_matrix_encoded(user=users[0], context=contexts[0], offers=[]).shape == (
-        0, FEATURE_COUNT)
+                build_matrix_picked(user=user, context=context, encoded=encoded, picks=picks),
+                build_matrix(user=user, context=context,
+                             offers=[offers[pick] for pick in picks]))
+    assert build_matrix_picked(user=users[0], context=contexts[0], encoded=encoded,
+                               picks=[]).shape == (0, FEATURE_COUNT)
 
 
 def test_build_row_is_float32_of_feature_count():
