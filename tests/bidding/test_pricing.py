@@ -1,8 +1,19 @@
-from decimal import Decimal
+import math
+import random
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
-from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
+from bidding.pricing import (
+    BASELINE_CTR,
+    MAX_MULTIPLIER,
+    MIN_MULTIPLIER,
+    UnknownCurrency,
+    bid_cpm,
+    clear_floor,
+    convert,
+    response_currency,
+)
 
 RATES = {"EUR": Decimal("0.92"), "GBP": Decimal("0.79")}
 
@@ -41,3 +52,18 @@ def test_a_bid_below_the_floor_rises_to_it_only_within_the_max():
     assert clear_floor(Decimal("2.5"), Decimal("1.0"), Decimal(5)) == Decimal("2.5")
     assert clear_floor(Decimal("2.5"), Decimal("3.0001"), Decimal(5)) == Decimal("3.001")
     assert clear_floor(Decimal("2.5"), Decimal("6"), Decimal(5)) is None
+
+
+def test_the_bid_multiplier_is_the_click_rate_over_the_baseline_bounded_exactly():
+    """Bounds compared as floats, the ratio taken only between them: the same price as the
+    ratio in Decimal for every score, at and beside the bounds too."""
+    rng = random.Random(11)
+    scores = [0.0, 1.0, 0.0025, 0.015, 0.005, *(rng.random() * 0.03 for _ in range(2000))]
+    scores += [math.nextafter(bound, direction) for bound in (0.0025, 0.015)
+               for direction in (0.0, 1.0)]
+    for ctr in scores:
+        for base, top in ((Decimal("2.35"), Decimal("9")), (Decimal("1"), Decimal("1.7"))):
+            multiplier = min(max(Decimal(repr(ctr)) / BASELINE_CTR, MIN_MULTIPLIER),
+                             MAX_MULTIPLIER)
+            expected = min(base * multiplier, top).quantize(Decimal("0.001"), ROUND_DOWN)
+            assert bid_cpm(base_cpm=base, max_cpm=top, ctr=ctr) == expected, ctr
