@@ -23,7 +23,6 @@ Django-free: the bidder imports it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -59,8 +58,7 @@ _ZERO = Decimal(0)
 _ZEROED_IFA = frozenset({"00000000-0000-0000-0000-000000000000", "0"})
 
 
-@dataclass(frozen=True, slots=True)
-class DealView:
+class DealView(msgspec.Struct, frozen=True, gc=False):
     deal_id: str
     floor: Decimal
     floor_currency: str  # the deal's own, USD when absent: never the imp's
@@ -70,8 +68,7 @@ class DealView:
     is_guaranteed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class BannerView:
+class BannerView(msgspec.Struct, frozen=True, gc=False):
     sizes: tuple[tuple[int, int], ...]  # from format[], else w/h; empty when neither
     blocked_types: frozenset[int]  # btype
     blocked_attributes: frozenset[int]  # battr
@@ -79,8 +76,7 @@ class BannerView:
     position: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class VideoView:
+class VideoView(msgspec.Struct, frozen=True, gc=False):
     mimes: tuple[str, ...]
     min_duration: int | None
     max_duration: int | None
@@ -97,8 +93,7 @@ class VideoView:
     min_cpm_per_second: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
-class AudioView:
+class AudioView(msgspec.Struct, frozen=True, gc=False):
     mimes: tuple[str, ...]
     min_duration: int | None
     max_duration: int | None
@@ -108,15 +103,13 @@ class AudioView:
     min_cpm_per_second: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
-class NativeView:
+class NativeView(msgspec.Struct, frozen=True, gc=False):
     request: str  # the Native Ads API payload as JSON text ("" when the sender gave none)
     version: str
     blocked_attributes: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
-class ImpView:
+class ImpView(msgspec.Struct, frozen=True, gc=False):
     """One impression. `is_secure` is `imp.secure` when sent (any value but 0 is secure);
     when absent it is True on a site whose page is https, where insecure assets would be
     blocked by the browser anyway, and False otherwise. Floors are Decimal and 0 when absent.
@@ -143,21 +136,18 @@ class ImpView:
         return tuple(name for name, media in offered if media is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class SupplyChainView:
+class SupplyChainView(msgspec.Struct, frozen=True, gc=False):
     is_complete: bool
     nodes: tuple[tuple[str, str], ...]  # (asi, sid), originating seller first
 
 
-@dataclass(frozen=True, slots=True)
-class ExternalId:
+class ExternalId(msgspec.Struct, frozen=True, gc=False):
     source: str
     id: str
     agent_type: int | None  # uids[].atype: 1 device (app) id, 3 person/browser id
 
 
-@dataclass(frozen=True, slots=True)
-class RequestView:
+class RequestView(msgspec.Struct, frozen=True, gc=False):
     """One bid request as the bidder reads it.
 
     `user_id` follows the identity rule (DESIGN.md, flow 0): `user.buyeruid`, else `user.id`,
