@@ -505,8 +505,7 @@ class Bidder:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
 
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -652,14 +651,28 @@ def flush_redis(redis_url: str) -> int:
         client.close()
 
 
-def redis_commands(redis_url: str) -> int:
+def redis_stats(redis_url: str) -> tuple[int, float]:
+    """The Redis server's commands processed and CPU seconds so far (server-wide)."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        return int(client.info("stats")["total_commands_processed"])
+        cpu = client.info("cpu")
+        return (int(client.info("stats")["total_commands_processed"]),
+                float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]))
     finally:
         client.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent on anything but idling, since boot (/proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 # --- one step at one rate ------------------------------------------------------------------
@@ -682,11 +695,17 @@ class StepResult:
     lag_p99_ms: float
     lag_max_ms: float
     generator_cpu_share: float
+    generators: int
     connections_opened: int
     redis_commands_per_request: float
     histogram: dict[str, float]
     load_before: float  # the machine's 1-minute load average as the step began
     reference_ms: float  # the reference loop's CPU time just before the step
+    # Cores busy during the measured seconds: the whole machine, and the parts of it.
+    machine_cores: float
+    bidder_cores: float
+    redis_cores: float
+    nats_cores: float
 
     @property
     def requests(self) -> int:
@@ -712,7 +731,8 @@ def _histogram_delta(before: dict[str, float], after: dict[str, float]) -> dict[
 
 
 def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Connection]], *,
-             rate: float, seconds: float, warmup: float, redis_url: str) -> StepResult:
+             rate: float, seconds: float, warmup: float, redis_url: str,
+             nats_pid: int) -> StepResult:
     per_generator = rate / len(generators)
     load_before = os.getloadavg()[0]
     reference_ms = reference_loop_ms()
@@ -721,10 +741,14 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
         pipe.send(("run", per_generator, position / rate, start_at, warmup, seconds))
     time.sleep(max(0.0, start_at + warmup - time.monotonic()))
     cpu_before, metrics_before = bidder.cpu_seconds(), bidder.metrics()
-    commands_before = redis_commands(redis_url)
+    (commands_before, redis_before), nats_before = redis_stats(redis_url), process_cpu_seconds(
+        nats_pid)
+    busy_before = machine_busy_seconds()
     time.sleep(max(0.0, start_at + warmup + seconds - time.monotonic()))
+    busy_after = machine_busy_seconds()
     cpu_after, metrics_after = bidder.cpu_seconds(), bidder.metrics()
-    commands_after = redis_commands(redis_url)
+    (commands_after, redis_after), nats_after = redis_stats(redis_url), process_cpu_seconds(
+        nats_pid)
     tallies, generator_cpu = [], 0.0
     for _, pipe in generators:
         _, tally, cpu = pipe.recv()
@@ -747,10 +771,14 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
         lag_p50_ms=percentile(lags, 0.5), lag_p99_ms=percentile(lags, 0.99),
         lag_max_ms=lags[-1] if lags else math.nan,
         generator_cpu_share=generator_cpu / (warmup + seconds) / len(generators),
+        generators=len(generators),
         connections_opened=sum(tally.connections_opened for tally in tallies),
         redis_commands_per_request=(commands_after - commands_before) / requests,
         histogram=_histogram_delta(metrics_before, metrics_after), load_before=load_before,
-        reference_ms=reference_ms)
+        reference_ms=reference_ms, machine_cores=(busy_after - busy_before) / seconds,
+        bidder_cores=(cpu_after - cpu_before) / seconds,
+        redis_cores=(redis_after - redis_before) / seconds,
+        nats_cores=(nats_after - nats_before) / seconds)
 
 
 def _bucket_quantile(histogram: dict[str, float], share: float) -> str:
@@ -799,6 +827,12 @@ def report(step: StepResult) -> None:
     shed = step.histogram.get("bids_shed_total", 0.0)
     print(f"redis commands      {step.redis_commands_per_request:.2f} per request "
           f"(server-wide count); shed by the agent queue: {shed:,.0f}")
+    generator_cores = step.generator_cpu_share * step.generators
+    rest = (step.machine_cores - step.bidder_cores - generator_cores - step.redis_cores
+            - step.nats_cores)
+    print(f"cores busy          {step.machine_cores:.2f} of {os.cpu_count()}: bidders "
+          f"{step.bidder_cores:.2f}, generators {generator_cores:.2f}, Redis "
+          f"{step.redis_cores:.2f}, NATS {step.nats_cores:.2f}, the rest {rest:.2f}")
     print(f"generator lag ms    p50 {step.lag_p50_ms:.2f}  p99 {step.lag_p99_ms:.2f}  max "
           f"{step.lag_max_ms:.2f} (send time minus scheduled time, included above); "
           f"generator CPU {step.generator_cpu_share:.0%} of a core each, "
@@ -887,7 +921,8 @@ def main() -> None:
             for rate in rates:
                 print(flush=True)
                 step = run_step(bidder, generators, rate=rate, seconds=arguments.seconds,
-                                warmup=arguments.warmup, redis_url=arguments.redis_url)
+                                warmup=arguments.warmup, redis_url=arguments.redis_url,
+                                nats_pid=private_nats.pid)
                 report(step)
                 if not arguments.find_max:
                     break
