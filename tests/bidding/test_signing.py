@@ -1,6 +1,9 @@
+import hmac
 from urllib.parse import parse_qsl
 
-from bidding.signing import signed_query, verify
+import pytest
+
+from bidding.signing import hmac_sha256, signed_query, verify
 
 SECRET = b"k" * 32
 FIELDS = ("auction", "imp", "bid", "campaign")
@@ -32,3 +35,10 @@ def test_an_altered_field_another_purpose_or_key_or_a_missing_field_fails():
     assert not verify(b"x" * 32, "win", query, FIELDS)
     assert not verify(SECRET, "win", {k: v for k, v in query.items() if k != "bid"}, FIELDS)
     assert not verify(SECRET, "win", {k: v for k, v in query.items() if k != "sig"}, FIELDS)
+
+
+@pytest.mark.parametrize("secret", [b"", b"short", b"k" * 64, b"long" * 40],
+                         ids=["empty", "short", "block", "longer-than-a-block"])
+def test_the_precomputed_hmac_is_hmac_sha256(secret):
+    for message in (b"", b"win\nauction=1", b"x" * 1000):
+        assert hmac_sha256(secret, message) == hmac.digest(secret, message, "sha256")
