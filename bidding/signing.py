@@ -15,8 +15,11 @@ import hmac
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 SIGNATURE_FIELD = "sig"
 
@@ -50,7 +53,7 @@ def _encoded(fields: Mapping[str, str]) -> str:
 
 
 @lru_cache(maxsize=8)
-def _pads(secret: bytes) -> tuple[Any, Any]:
+def _pads(secret: bytes) -> tuple[HASH, HASH]:
     """SHA-256 states that have absorbed the key's inner and outer pads (RFC 2104, section
     4): set up once per secret, each HMAC then costs two state copies and no key work
     (`hmac.new(...).copy()` and `hmac.digest` redo some of it at every call)."""
