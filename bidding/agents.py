@@ -1,11 +1,15 @@
-"""Bid agents: N workers taking bid requests from one bounded queue that every transport feeds.
+"""Bid agents: at most N bids at once, the rest waiting in one bounded queue that every
+transport feeds.
 
 HTTP, gRPC and NATS all call `AgentPool.submit`, so `CAMPAIGN_EXPRESS__AGENTS_PER_NODE` bounds
 how many bids a node works on at once, whatever they arrived by, and the queue bounds how many
-wait. When the queue is full, `submit` answers at once with a no-bid (`NoBid.OVERLOADED`, nbr 1
-"technical error"): an exchange gets a fast "no" instead of a request that would wait past its
-`tmax`. Making the queue unbounded would turn a traffic spike into a timeout for every request
-behind it; making it small sheds bursts a node could have absorbed.
+wait. An agent is a slot, not a task of its own: a request that finds one free bids at once in
+the task that brought it (handing it to a worker task would cost two task switches and a
+future per request), and one that finds none waits its turn in the queue. When the queue is
+full, `submit` answers at once with a no-bid (`NoBid.OVERLOADED`, nbr 1 "technical error"): an
+exchange gets a fast "no" instead of a request that would wait past its `tmax`. Making the
+queue unbounded would turn a traffic spike into a timeout for every request behind it;
+making it small sheds bursts a node could have absorbed.
 
 Django-free: the bidder imports it.
 """
@@ -15,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from collections import deque
+from typing import Any, Protocol
 
 import msgspec
 
@@ -24,7 +28,6 @@ from bidding import metrics
 from bidding.handler import Answer, BidHandler
 from bidding.nbr import NoBid
 from bidding.snapshot import ExchangeEntry
-from campaign_express.logs import REQUEST, RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +42,6 @@ class Handles(Protocol):
 
     async def handle(self, body: bytes, *, exchange: ExchangeEntry,
                      received_at: float | None = None) -> Answer: ...
-
-
-@dataclass(slots=True)
-class _Work:
-    body: bytes
-    exchange: ExchangeEntry
-    received_at: float
-    answer: asyncio.Future[Answer]
-    context: RequestContext | None  # the transport's log context, for the agent's lines
 
 
 class _RequestId(msgspec.Struct):
@@ -84,12 +78,13 @@ def turned_away(body: bytes, exchange: ExchangeEntry, reason: NoBid,
 
 
 class AgentPool:
-    """`agents` tasks answering requests from one queue of `queue_size` (default agents × 2).
+    """`agents` slots for bidding and a queue of `queue_size` (default agents × 2) waiting
+    for one, in the event loop that serves the transports.
 
-    `start` and `stop` run in the event loop that serves the transports. `stop` lets the
-    agents finish what is queued for up to `drain_seconds`, then answers whatever is left with
-    a technical-error no-bid, so no caller waits forever. Each request answered without an
-    agent is told to `on_turned_away` (the bidder makes it a `no_bid` analytics event).
+    `stop` turns new requests away, lets what bids and waits finish for up to
+    `drain_seconds`, then answers whatever is left with a technical-error no-bid (those still
+    bidding are cancelled), so no caller waits forever. Each request answered without bidding
+    is told to `on_turned_away` (the bidder makes it a `no_bid` analytics event).
     """
 
     def __init__(self, handler: Handles, *, agents: int, queue_size: int | None = None,
@@ -103,88 +98,99 @@ class AgentPool:
             raise ValueError(f"the agent queue needs room for one request, got {queue_size}")
         self.drain_seconds = drain_seconds
         self.on_turned_away = on_turned_away
-        self._queue: asyncio.Queue[_Work] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._taken = 0  # slots bidding, or handed to a waiting request about to bid
+        self._bidding: set[asyncio.Task[Any]] = set()
+        self._waiting: deque[asyncio.Future[bool]] = deque()  # True: a slot is yours
+        self._cut: set[asyncio.Task[Any]] = set()  # cancelled by `stop`: answered, not raised
 
     @property
     def is_running(self) -> bool:
-        return bool(self._tasks)
+        return self._running
 
     @property
     def depth(self) -> int:
-        """Requests waiting for an agent (not those an agent is working on)."""
-        return self._queue.qsize() if self._queue is not None else 0
+        """Requests waiting for an agent (not those bidding)."""
+        return len(self._waiting)
 
     async def start(self) -> None:
-        if self._tasks:
-            return
-        self._queue = asyncio.Queue(self.queue_size)
-        self._tasks = [asyncio.create_task(self._run(self._queue), name=f"bid-agent-{number}")
-                       for number in range(self.agents)]
+        self._running = True
         metrics.AGENT_QUEUE_DEPTH.set(0)
 
     async def stop(self) -> None:
-        queue, tasks = self._queue, self._tasks
-        self._tasks = []
-        if queue is None:
+        if not self._running:
             return
-        if tasks:
-            try:
-                await asyncio.wait_for(queue.join(), self.drain_seconds)
-            except TimeoutError:
-                logger.warning("bid agents stopped with %d requests queued", queue.qsize())
-        for task in tasks:
+        self._running = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_seconds
+        while (self._taken or self._waiting) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if self._taken or self._waiting:
+            logger.warning("bid agents stopped with %d requests queued", len(self._waiting))
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(False)
+        for task in self._bidding:
+            self._cut.add(task)
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        while not queue.empty():
-            work = queue.get_nowait()
-            self._settle(work, self._turned_away(work.body, work.exchange,
-                                                 NoBid.TECHNICAL_ERROR))
-        self._queue = None
         metrics.AGENT_QUEUE_DEPTH.set(0)
 
     async def submit(self, body: bytes, *, exchange: ExchangeEntry,
                      received_at: float | None = None) -> Answer:
-        """The agent's answer, or at once a no-bid when the queue is full or the pool stopped."""
-        queue = self._queue
-        if queue is None or not self._tasks:
+        """The answer, or at once a no-bid when the queue is full or the pool stopped."""
+        if not self._running:
             return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
-        work = _Work(body, exchange, received_at or time.perf_counter(),
-                     asyncio.get_running_loop().create_future(), REQUEST.get())
-        try:
-            queue.put_nowait(work)
-        except asyncio.QueueFull:
+        received_at = received_at or time.perf_counter()
+        if self._taken < self.agents:
+            self._taken += 1
+        elif len(self._waiting) >= self.queue_size:
             metrics.SHED.inc()
             return self._turned_away(body, exchange, NoBid.OVERLOADED)
-        metrics.AGENT_QUEUE_DEPTH.set(queue.qsize())
-        return await work.answer
-
-    async def _run(self, queue: asyncio.Queue[_Work]) -> None:
-        while True:
-            work = await queue.get()
-            metrics.AGENT_QUEUE_DEPTH.set(queue.qsize())
-            token = REQUEST.set(work.context)
-            try:
-                if not work.answer.done():  # a caller that went away is not bid for
-                    answer = await self.handler.handle(work.body, exchange=work.exchange,
-                                                       received_at=work.received_at)
-                    self._settle(work, answer)
-            except asyncio.CancelledError:
-                self._settle(work, self._turned_away(work.body, work.exchange,
-                                                     NoBid.TECHNICAL_ERROR))
+        elif not await self._turn():
+            return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
+        task = asyncio.current_task()
+        assert task is not None
+        self._bidding.add(task)
+        try:
+            return await self.handler.handle(body, exchange=exchange, received_at=received_at)
+        except asyncio.CancelledError:
+            if task not in self._cut:
                 raise
-            except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an agent
-                logger.exception("bid agent failed on a request")
-                self._settle(work, self._turned_away(work.body, work.exchange,
-                                                     NoBid.TECHNICAL_ERROR))
-            finally:
-                REQUEST.reset(token)
-                queue.task_done()
+            task.uncancel()
+            return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
+        except Exception:  # noqa: BLE001 - a bug must cost one no-bid, not an agent
+            logger.exception("bid agent failed on a request")
+            return self._turned_away(body, exchange, NoBid.TECHNICAL_ERROR)
+        finally:
+            self._bidding.discard(task)
+            self._cut.discard(task)
+            self._pass_on()
+
+    async def _turn(self) -> bool:
+        """Wait in the queue until a slot is handed over (True) or the pool stops (False)."""
+        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        metrics.AGENT_QUEUE_DEPTH.set(len(self._waiting))
+        try:
+            return await turn
+        except asyncio.CancelledError:  # the caller went away: it is not bid for
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+                metrics.AGENT_QUEUE_DEPTH.set(len(self._waiting))
+            elif turn.done() and not turn.cancelled() and turn.result():
+                self._pass_on()  # a slot was handed over just before: hand it on
+            raise
+
+    def _pass_on(self) -> None:
+        """A slot is free: the longest waiting request takes it, else it is given back."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            metrics.AGENT_QUEUE_DEPTH.set(len(self._waiting))
+            if not turn.done():
+                turn.set_result(True)
+                return
+        self._taken -= 1
 
     def _turned_away(self, body: bytes, exchange: ExchangeEntry, reason: NoBid) -> Answer:
         return turned_away(body, exchange, reason, self.on_turned_away)
-
-    @staticmethod
-    def _settle(work: _Work, answer: Answer) -> None:
-        if not work.answer.done():
-            work.answer.set_result(answer)

@@ -460,3 +460,42 @@ async def test_a_stopped_pool_answers_what_it_holds_and_then_turns_requests_away
     assert {(answer.status, answer.body, answer.reason) for answer in [*answers, after]} == {
         (200, b'{"id":"req-banner-26","nbr":1}', NoBid.TECHNICAL_ERROR)}
     assert sample("bids_agent_queue_depth") == 0
+
+
+class Counting:
+    """A handler that records how many requests it works on at once."""
+
+    def __init__(self, handler: BidHandler, seconds: float) -> None:
+        self.handler = handler
+        self.seconds = seconds
+        self.now = self.most = 0
+
+    async def handle(self, body, *, exchange, received_at=None):
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.seconds)
+            return await self.handler.handle(body, exchange=exchange)
+        finally:
+            self.now -= 1
+
+
+async def test_no_more_than_the_agents_bid_at_once_and_a_caller_gone_from_the_queue_frees_nothing(
+        service):
+    counting = Counting(service.handler, seconds=0.05)
+    pool = AgentPool(counting, agents=2, queue_size=10)
+    await pool.start()
+    body = CASES["banner-2.6"][1]
+    exchange = service.handler.exchange("")
+
+    tasks = [asyncio.create_task(pool.submit(body, exchange=exchange)) for _ in range(7)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()  # waiting in the queue: leaves it without taking a slot
+    answers = await asyncio.gather(*tasks, return_exceptions=True)
+    later = await pool.submit(body, exchange=exchange)
+    await pool.stop()
+
+    assert counting.most == 2
+    assert isinstance(answers[3], asyncio.CancelledError)
+    assert [answer.status for number, answer in enumerate(answers) if number != 3] == [200] * 6
+    assert later.status == 200 and pool.depth == 0
