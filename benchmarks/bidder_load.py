@@ -57,6 +57,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
+import redis
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -653,8 +654,6 @@ def flush_redis(redis_url: str) -> int:
 
 def redis_stats(redis_url: str) -> tuple[int, float]:
     """The Redis server's commands processed and CPU seconds so far (server-wide)."""
-    import redis
-
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         cpu = client.info("cpu")
