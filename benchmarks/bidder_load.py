@@ -642,7 +642,6 @@ async def publish_snapshot(nats_url: str, data: bytes) -> None:
 
 def flush_redis(redis_url: str) -> int:
     """Empties the benchmark's database; returns the server's commands processed so far."""
-    import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:

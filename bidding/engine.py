@@ -330,15 +330,18 @@ class BidEngine:
     def _price(self, offer: _Offer, ctr: float, currency: str,
                rates: dict[str, Decimal], *, boost: Decimal = NO_BOOST) -> Decimal | None:
         campaign = offer.candidate.campaign
-        try:
-            price = convert(bid_cpm(base_cpm=campaign.base_bid_cpm,
-                                    max_cpm=campaign.max_bid_cpm, ctr=ctr, boost=boost),
-                            source=campaign.currency, target=currency, usd_rates=rates)
-            max_cpm = convert(campaign.max_bid_cpm, source=campaign.currency, target=currency,
-                              usd_rates=rates)
-            floor_amount, floor_currency = _floor(offer)
-            floor = convert(floor_amount, source=floor_currency, target=currency,
-                            usd_rates=rates)
+        price = bid_cpm(base_cpm=campaign.base_bid_cpm, max_cpm=campaign.max_bid_cpm, ctr=ctr,
+                        boost=boost)
+        max_cpm = campaign.max_bid_cpm
+        floor, floor_currency = _floor(offer)
+        try:  # most amounts are in the response currency already: no call to convert them
+            if campaign.currency != currency:
+                price = convert(price, source=campaign.currency, target=currency,
+                                usd_rates=rates)
+                max_cpm = convert(max_cpm, source=campaign.currency, target=currency,
+                                  usd_rates=rates)
+            if floor_currency != currency:
+                floor = convert(floor, source=floor_currency, target=currency, usd_rates=rates)
         except UnknownCurrency:
             return None
         if offer.deal is not None and offer.deal.auction_type == 3:
