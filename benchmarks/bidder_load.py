@@ -667,10 +667,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every core spent on anything but idling, since boot (/proc/stat)."""
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds the cores spent busy (steal aside) and stolen by the hypervisor for
+    other guests, since boot (/proc/stat)."""
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _, _, irq, softirq, steal = ticks[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 # --- one step at one rate ------------------------------------------------------------------
@@ -701,6 +704,7 @@ class StepResult:
     reference_ms: float  # the reference loop's CPU time just before the step
     # Cores busy during the measured seconds: the whole machine, and the parts of it.
     machine_cores: float
+    stolen_cores: float  # taken by the hypervisor: a shared machine's other guests
     bidder_cores: float
     redis_cores: float
     nats_cores: float
@@ -741,9 +745,9 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
     cpu_before, metrics_before = bidder.cpu_seconds(), bidder.metrics()
     (commands_before, redis_before), nats_before = redis_stats(redis_url), process_cpu_seconds(
         nats_pid)
-    busy_before = machine_busy_seconds()
+    busy_before, stolen_before = machine_seconds()
     time.sleep(max(0.0, start_at + warmup + seconds - time.monotonic()))
-    busy_after = machine_busy_seconds()
+    busy_after, stolen_after = machine_seconds()
     cpu_after, metrics_after = bidder.cpu_seconds(), bidder.metrics()
     (commands_after, redis_after), nats_after = redis_stats(redis_url), process_cpu_seconds(
         nats_pid)
@@ -774,6 +778,7 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
         redis_commands_per_request=(commands_after - commands_before) / requests,
         histogram=_histogram_delta(metrics_before, metrics_after), load_before=load_before,
         reference_ms=reference_ms, machine_cores=(busy_after - busy_before) / seconds,
+        stolen_cores=(stolen_after - stolen_before) / seconds,
         bidder_cores=(cpu_after - cpu_before) / seconds,
         redis_cores=(redis_after - redis_before) / seconds,
         nats_cores=(nats_after - nats_before) / seconds)
@@ -830,7 +835,8 @@ def report(step: StepResult) -> None:
             - step.nats_cores)
     print(f"cores busy          {step.machine_cores:.2f} of {os.cpu_count()}: bidders "
           f"{step.bidder_cores:.2f}, generators {generator_cores:.2f}, Redis "
-          f"{step.redis_cores:.2f}, NATS {step.nats_cores:.2f}, the rest {rest:.2f}")
+          f"{step.redis_cores:.2f}, NATS {step.nats_cores:.2f}, the rest {rest:.2f}; "
+          f"stolen by the hypervisor {step.stolen_cores:.2f}")
     print(f"generator lag ms    p50 {step.lag_p50_ms:.2f}  p99 {step.lag_p99_ms:.2f}  max "
           f"{step.lag_max_ms:.2f} (send time minus scheduled time, included above); "
           f"generator CPU {step.generator_cpu_share:.0%} of a core each, "
