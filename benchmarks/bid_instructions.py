@@ -29,17 +29,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bidder_load import (  # noqa: E402
-    corpus_requests,
-    flush_redis,
-    generate_snapshot,
-    request_bodies,
-)
-from bidding import snapshot as snapshots  # noqa: E402
-from bidding.service import BidderService  # noqa: E402
-from campaign_express import env  # noqa: E402
-from campaign_express.backends.bus import InProcessBus  # noqa: E402
-from campaign_express.backends.store import store_from_url  # noqa: E402
+from benchmarks.bid_path import started_service  # noqa: E402
+from benchmarks.bidder_load import corpus_requests, flush_redis, request_bodies  # noqa: E402
 
 
 def _wait_for(path: Path) -> None:
@@ -49,14 +40,7 @@ def _wait_for(path: Path) -> None:
 
 async def _answer(args: argparse.Namespace, flags: Path, data_dir: str) -> None:
     """The measured process: warm up, say so, answer the counted requests, say so."""
-    config = env.load({"CAMPAIGN_EXPRESS__SECRET_KEY": "k" * 43,
-                       "CAMPAIGN_EXPRESS__DATA_DIR": data_dir,
-                       "CAMPAIGN_EXPRESS__LOG": "warning"})
-    flush_redis(args.redis_url)
-    service = BidderService(config=config, bus=InProcessBus(),
-                            store=store_from_url(args.redis_url))
-    await service.start()
-    service.install(snapshots.encode(generate_snapshot(args.campaigns, args.seed, version=1)))
+    service = await started_service(args, data_dir)
     bodies = request_bodies(args.warmup + args.requests, args.seed,
                             corpus_requests(os.environ.get("OPENRTB_CORPUS", "")))
     exchange = service.handler.exchange("")

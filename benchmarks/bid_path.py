@@ -43,7 +43,9 @@ from campaign_express.backends.bus import InProcessBus  # noqa: E402
 from campaign_express.backends.store import store_from_url  # noqa: E402
 
 
-async def _run(args: argparse.Namespace, data_dir: str) -> None:
+async def started_service(args: argparse.Namespace, data_dir: str) -> BidderService:
+    """A bidder service on the Redis database ``args.redis_url`` (flushed first) serving
+    the load benchmark's snapshot of ``args.campaigns`` campaigns."""
     config = env.load({"CAMPAIGN_EXPRESS__SECRET_KEY": secrets.token_urlsafe(32),
                        "CAMPAIGN_EXPRESS__DATA_DIR": data_dir,
                        "CAMPAIGN_EXPRESS__LOG": "warning"})
@@ -51,8 +53,12 @@ async def _run(args: argparse.Namespace, data_dir: str) -> None:
     service = BidderService(config=config, bus=InProcessBus(),
                             store=store_from_url(args.redis_url))
     await service.start()
-    snapshot = generate_snapshot(args.campaigns, args.seed, version=1)
-    service.install(snapshots.encode(snapshot))
+    service.install(snapshots.encode(generate_snapshot(args.campaigns, args.seed, version=1)))
+    return service
+
+
+async def _run(args: argparse.Namespace, data_dir: str) -> None:
+    service = await started_service(args, data_dir)
     corpus = corpus_requests(os.environ.get("OPENRTB_CORPUS", ""))
     bodies = request_bodies(4000, args.seed, corpus)
     handler = service.handler
