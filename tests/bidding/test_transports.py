@@ -462,7 +462,7 @@ async def test_a_stopped_pool_answers_what_it_holds_and_then_turns_requests_away
     assert sample("bids_agent_queue_depth") == 0
 
 
-class Counting:
+class AtOnce:
     """A handler that records how many requests it works on at once."""
 
     def __init__(self, handler: BidHandler, seconds: float) -> None:
@@ -482,8 +482,8 @@ class Counting:
 
 async def test_no_more_than_the_agents_bid_at_once_and_a_caller_gone_from_the_queue_frees_nothing(
         service):
-    counting = Counting(service.handler, seconds=0.05)
-    pool = AgentPool(counting, agents=2, queue_size=10)
+    at_once = AtOnce(service.handler, seconds=0.05)
+    pool = AgentPool(at_once, agents=2, queue_size=10)
     await pool.start()
     body = CASES["banner-2.6"][1]
     exchange = service.handler.exchange("")
@@ -495,7 +495,7 @@ async def test_no_more_than_the_agents_bid_at_once_and_a_caller_gone_from_the_qu
     later = await pool.submit(body, exchange=exchange)
     await pool.stop()
 
-    assert counting.most == 2
+    assert at_once.most == 2
     assert isinstance(answers[3], asyncio.CancelledError)
     assert [answer.status for number, answer in enumerate(answers) if number != 3] == [200] * 6
     assert later.status == 200 and pool.depth == 0
