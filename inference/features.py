@@ -81,6 +81,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -164,8 +165,7 @@ _TIER_INDEX = {name: index for index, name in enumerate(LOYALTY_TIERS)}
 _CATEGORY_INDEX = {name: index for index, name in enumerate(IAB_CATEGORIES)}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UserFeatures:
+class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the profile says about the user; the same for every offer of a request.
 
     ``interests`` are IAB categories (``IAB1`` or ``IAB1-2``), ``segments`` audience segment
@@ -195,8 +195,7 @@ class OfferFeatures:
     segments: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ContextFeatures:
+class ContextFeatures(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The impression's context; the same for every offer of a request.
 
     ``hour_of_week`` is local time, 0 = Monday 00:00 to 167 = Sunday 23:00 (None when unknown);
