@@ -132,7 +132,7 @@ def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str 
                 creative, native_request_assets(imp.native)) is None:
             return "native_assets"  # a required asset it cannot fill: its markup would be empty
         return None
-    timed = imp.video if media == "video" else imp.audio if media == "audio" else None
+    timed = imp.timed(media)
     if timed is None:
         return "format"
     if timed.blocked_attributes.intersection(creative.attributes):

@@ -267,8 +267,7 @@ class BidEngine:
                 sizes: tuple[tuple[int, int] | None, ...] = (None,)
                 if media == "banner" and imp.banner is not None and imp.banner.sizes:
                     sizes = imp.banner.sizes
-                timed = imp.video if media == "video" else (
-                    imp.audio if media == "audio" else None)
+                timed = imp.timed(media)
                 for size in sizes:
                     for candidate in index.candidates(
                             format=media, size=size, country=request.country,
@@ -439,7 +438,7 @@ def _floor(offer: _Offer) -> tuple[Decimal, str]:
     if offer.deal is not None:
         return offer.deal.floor, offer.deal.floor_currency
     imp = offer.imp
-    timed = imp.video if offer.media == "video" else imp.audio if offer.media == "audio" else None
+    timed = imp.timed(offer.media)
     duration = offer.candidate.creative.duration_seconds
     if timed is not None and timed.min_cpm_per_second is not None and duration:
         return timed.min_cpm_per_second * duration, imp.floor_currency

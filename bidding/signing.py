@@ -29,9 +29,10 @@ def _body(fields: Mapping[str, str]) -> str:
     return "\n".join(f"{key}={fields[key]}" for key in sorted(fields))
 
 
-def _digest(secret: bytes, purpose: str, fields: Mapping[str, str]) -> str:
-    message = purpose + "\n" + _body(fields)
-    return hmac_sha256(secret, message.encode()).hex()[:32]
+def _signature(secret: bytes, purpose: str, body: str) -> str:
+    """The ``sig`` a URL carries: the first 32 hex digits of the HMAC-SHA256 of the purpose
+    and the fields (``body``, from `_body`)."""
+    return hmac_sha256(secret, (purpose + "\n" + body).encode()).hex()[:32]
 
 
 def signed_query(secret: bytes, purpose: str, fields: Mapping[str, str],
@@ -78,12 +79,12 @@ class Signer:
 
     def __init__(self, secret: bytes, fields: Mapping[str, str]) -> None:
         self._secret = secret
-        self._body = "\n" + _body(fields)
+        self._body = _body(fields)
         self._encoded = _encoded(fields)
 
     def query(self, purpose: str, macros: Mapping[str, str] | None = None) -> str:
-        signature = hmac_sha256(self._secret, (purpose + self._body).encode())
-        query = f"{self._encoded}&{SIGNATURE_FIELD}={signature.hex()[:32]}"
+        signature = _signature(self._secret, purpose, self._body)
+        query = f"{self._encoded}&{SIGNATURE_FIELD}={signature}"
         if macros:
             query += "&" + "&".join(f"{key}={value}" for key, value in macros.items())
         return query
@@ -95,5 +96,5 @@ def verify(secret: bytes, purpose: str, query: Mapping[str, str],
     if any(field not in query for field in signed_fields):
         return False
     fields = {field: query[field] for field in signed_fields}
-    return hmac.compare_digest(_digest(secret, purpose, fields),
+    return hmac.compare_digest(_signature(secret, purpose, _body(fields)),
                                query.get(SIGNATURE_FIELD, ""))

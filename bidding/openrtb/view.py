@@ -135,6 +135,10 @@ class ImpView(msgspec.Struct, frozen=True, gc=False):
                    ("native", self.native))
         return tuple(name for name, media in offered if media is not None)
 
+    def timed(self, media: str) -> VideoView | AudioView | None:
+        """The video or audio object ``media`` names; None for banner and native."""
+        return self.video if media == "video" else self.audio if media == "audio" else None
+
 
 class SupplyChainView(msgspec.Struct, frozen=True, gc=False):
     is_complete: bool
