@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import random
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -285,14 +286,15 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: _Client) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.socket: socket.socket | None = None
         self.buffer = b""
         self.pending: tuple[float, bool] | None = None  # (scheduled time, counted)
         self.sent_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY,
-                                                      1)
+        self.socket = transport.get_extra_info("socket")
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, data: bytes, scheduled: float, is_counted: bool) -> None:
         assert self.transport is not None
@@ -410,6 +412,15 @@ class _Client:
             if connection.transport is not None:
                 connection.transport.abort()
 
+    def wait_for_answers(self, seconds: float) -> None:
+        """Blocks until an answer is readable or ``seconds`` pass, to the microsecond.
+        uvloop's timers count whole milliseconds (a 0.3 ms sleep returns at once), so
+        waiting for the next send time on them either spins the generator, taking a core
+        from the bidder, or sends late."""
+        sockets = [connection.socket for connection in self.busy
+                   if connection.socket is not None]
+        select.select(sockets, [], [], seconds)
+
     @property
     def in_flight(self) -> int:
         return len(self.busy) + len(self.waiting)
@@ -435,8 +446,12 @@ async def _replay(client: _Client, bodies: list[bytes], *, rate: float, phase: f
             client.expire(now)
             next_sweep = now + 0.1
         due = start_at + phase + number / rate
+        if due - now > 0.002:
+            await asyncio.sleep(due - now - 0.001)
+            continue
         if due > now:
-            await asyncio.sleep(due - now)
+            client.wait_for_answers(due - now)
+            await asyncio.sleep(0)  # the loop reads what arrived
             continue
         while number < total and due <= now:
             client.request(requests[number % len(requests)], due, due >= measured_from)
@@ -668,12 +683,15 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def machine_seconds() -> tuple[float, float]:
-    """CPU seconds the cores spent busy (steal aside) and stolen by the hypervisor for
-    other guests, since boot (/proc/stat)."""
+    """CPU seconds the cores spent idle (waiting on I/O included) and stolen by the
+    hypervisor for other guests, since boot (/proc/stat). Busy time is what the cores did
+    not spend so: the kernel measures idle time exactly, while its busy counters are
+    sampled at each tick, and on this kind of VM they fell a fifth short of the processes'
+    own CPU time."""
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    user, nice, system, _, _, irq, softirq, steal = ticks[:8]
+    _, _, _, idle, iowait, _, _, steal = ticks[:8]
     tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
+    return (idle + iowait) / tick, steal / tick
 
 
 # --- one step at one rate ------------------------------------------------------------------
@@ -745,9 +763,9 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
     cpu_before, metrics_before = bidder.cpu_seconds(), bidder.metrics()
     (commands_before, redis_before), nats_before = redis_stats(redis_url), process_cpu_seconds(
         nats_pid)
-    busy_before, stolen_before = machine_seconds()
+    (idle_before, stolen_before), measured_from = machine_seconds(), time.monotonic()
     time.sleep(max(0.0, start_at + warmup + seconds - time.monotonic()))
-    busy_after, stolen_after = machine_seconds()
+    (idle_after, stolen_after), measured_to = machine_seconds(), time.monotonic()
     cpu_after, metrics_after = bidder.cpu_seconds(), bidder.metrics()
     (commands_after, redis_after), nats_after = redis_stats(redis_url), process_cpu_seconds(
         nats_pid)
@@ -762,6 +780,8 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
     no_bids = sum(tally.no_bids for tally in tallies)
     errors = sum(tally.errors for tally in tallies)
     requests = max(1, bids + no_bids + errors)
+    not_busy = idle_after - idle_before + stolen_after - stolen_before
+    busy_cores = (os.cpu_count() or 1) - not_busy / (measured_to - measured_from)
     return StepResult(
         rate=rate, seconds=seconds, answered_rate=(bids + no_bids) / seconds,
         latencies_ms=latencies, bids=bids, no_bids=no_bids, errors=errors,
@@ -777,7 +797,7 @@ def run_step(bidder: Bidders, generators: list[tuple[multiprocessing.Process, Co
         connections_opened=sum(tally.connections_opened for tally in tallies),
         redis_commands_per_request=(commands_after - commands_before) / requests,
         histogram=_histogram_delta(metrics_before, metrics_after), load_before=load_before,
-        reference_ms=reference_ms, machine_cores=(busy_after - busy_before) / seconds,
+        reference_ms=reference_ms, machine_cores=busy_cores,
         stolen_cores=(stolen_after - stolen_before) / seconds,
         bidder_cores=(cpu_after - cpu_before) / seconds,
         redis_cores=(redis_after - redis_before) / seconds,
