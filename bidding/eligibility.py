@@ -74,14 +74,13 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
         return "schedule"
     if campaign.regions and request.region not in campaign.regions:
         return "region"
-    if campaign.site_domains_allow and not _domain_matches(request.domain,
-                                                           campaign.site_domains_allow):
-        return "site_not_allowed"
+    if campaign.site_domains_allow or campaign.app_bundles_allow:
+        reason = _allow_list_refusal(campaign, request)
+        if reason is not None:
+            return reason
     if campaign.site_domains_block and request.domain and _domain_matches(
             request.domain, campaign.site_domains_block):
         return "site_blocked"
-    if campaign.app_bundles_allow and request.bundle not in campaign.app_bundles_allow:
-        return "app_not_allowed"
     if campaign.app_bundles_block and request.bundle and (
             request.bundle in campaign.app_bundles_block):
         return "app_blocked"
@@ -105,6 +104,20 @@ def refusal(campaign: CampaignEntry, creative: CreativeEntry, *, request: Reques
     if imp.is_secure and not creative.is_secure:
         return "secure"
     return _media_refusal(creative, imp=imp, media=media)
+
+
+def _allow_list_refusal(campaign: CampaignEntry, request: RequestView) -> str | None:
+    """A campaign with allow-lists bids where one of them names the request's site domain
+    (an app's publisher domain too) or app bundle: with both lists, either will do."""
+    if campaign.site_domains_allow and _domain_matches(request.domain,
+                                                       campaign.site_domains_allow):
+        return None
+    if request.bundle and request.bundle in campaign.app_bundles_allow:
+        return None
+    if campaign.app_bundles_allow and (request.medium == "app"
+                                       or not campaign.site_domains_allow):
+        return "app_not_allowed"
+    return "site_not_allowed"
 
 
 def _loyalty_tier(campaign: CampaignEntry, profile: Profile | None) -> str:

@@ -28,7 +28,15 @@ from bidding.index import CampaignIndex, Candidate
 from bidding.nbr import NoBid
 from bidding.openrtb import Bid, BidResponse, DealView, ImpView, RequestView, SeatBid
 from bidding.openrtb.view import native_request_assets
-from bidding.pricing import UnknownCurrency, bid_cpm, clear_floor, convert, response_currency
+from bidding.pricing import (
+    UnknownCurrency,
+    agreed_price,
+    bid_cpm,
+    clear_floor,
+    convert,
+    response_currency,
+    round_down,
+)
 from bidding.profiles import Profile, ProfileCache
 from bidding.signing import Signer
 from bidding.snapshot import CampaignEntry, ExchangeEntry, Snapshot
@@ -47,6 +55,10 @@ from inference.runtime import ModelRuntime
 MTYPE = {"banner": 1, "video": 2, "audio": 3, "native": 4}
 NOTICE_FIELDS = ("auction", "imp", "bid", "campaign", "creative", "exchange", "cur", "hold",
                  "user", "test")
+# Also signed, when a URL carries them (those minted before they were added do not): the
+# campaign's currency and time zone, so that a notice for a campaign the served snapshot no
+# longer holds (paused, ended) still counts its spend in the right currency and day.
+CAMPAIGN_NOTICE_FIELDS = ("ccur", "tz")
 
 
 NO_BOOST = Decimal(1)  # the price multiplier without a loyalty tier (built once, not per offer)
@@ -259,8 +271,9 @@ class BidEngine:
         limit = self.settings.max_offers_per_imp
         refused = outcome.refusals
         for imp in request.imps:
-            deal_ids = tuple(deal.deal_id for deal in imp.deals
-                             if not deal.allowed_seats or exchange.seat in deal.allowed_seats)
+            deals = tuple(deal for deal in imp.deals  # those our seat may bid on
+                          if not deal.allowed_seats or exchange.seat in deal.allowed_seats)
+            deal_ids = tuple(deal.deal_id for deal in deals)
             open_allowed = not (imp.is_private_auction and imp.deals)
             taken = 0
             for media in imp.media_types:
@@ -278,9 +291,9 @@ class BidEngine:
                         reason = refusal(candidate.campaign, candidate.creative,
                                          request=request, imp=imp, media=media, now=now,
                                          profile=profile)
-                        deal = next((deal for deal in imp.deals
+                        deal = next((deal for deal in deals
                                      if deal.deal_id in candidate.campaign.deal_ids),
-                                    None) if imp.deals else None
+                                    None) if deals else None
                         if reason is None and deal is not None and (
                                 deal.allowed_advertiser_domains
                                 and candidate.creative.adomain
@@ -335,8 +348,8 @@ class BidEngine:
         floor, floor_currency = _floor(offer)
         try:  # most amounts are in the response currency already: no call to convert them
             if campaign.currency != currency:
-                price = convert(price, source=campaign.currency, target=currency,
-                                usd_rates=rates)
+                price = round_down(convert(price, source=campaign.currency, target=currency,
+                                           usd_rates=rates))
                 max_cpm = convert(max_cpm, source=campaign.currency, target=currency,
                                   usd_rates=rates)
             if floor_currency != currency:
@@ -345,7 +358,7 @@ class BidEngine:
             return None
         if offer.deal is not None and offer.deal.auction_type == 3:
             # at=3: the deal's floor is the agreed price, neither more nor less.
-            return floor if floor <= max_cpm else None
+            return agreed_price(floor, max_cpm)
         return clear_floor(price, floor, max_cpm)
 
     def _bid(self, request: RequestView, exchange: ExchangeEntry, offer: _Offer,
@@ -354,7 +367,8 @@ class BidEngine:
         fields = {"auction": request.request_id, "imp": offer.imp.imp_id, "bid": bid_id,
                   "campaign": str(campaign.id), "creative": str(creative.id),
                   "exchange": exchange.slug, "cur": currency, "hold": str(int(now // 60)),
-                  "user": user, "test": "1" if request.is_test else ""}
+                  "user": user, "test": "1" if request.is_test else "",
+                  "ccur": campaign.currency, "tz": campaign.time_zone}
         secret, base = self.settings.secret, self.settings.public_url.rstrip("/")
 
         signer = Signer(secret, fields)
@@ -374,6 +388,9 @@ class BidEngine:
                 creative, request_assets=native_request_assets(offer.imp.native),
                 click_url=click_url, impression_url=impression_url)
         else:
+            video = offer.imp.video if offer.media == "video" else None
+            if not width and video is not None:  # a creative without sizes fills the player
+                width, height = video.w or 0, video.h or 0
             adm = markup.vast(creative, ad_id=bid_id, click_url=click_url,
                               impression_url=impression_url, tracking_url=url("tracking"),
                               width=width, height=height)

@@ -70,9 +70,24 @@ def bid_cpm(*, base_cpm: Decimal, max_cpm: Decimal, ctr: float,
 
 
 def clear_floor(price: Decimal, floor: Decimal, max_cpm: Decimal) -> Decimal | None:
-    """The price that meets ``floor``: the bid itself, or the floor when the bid is below it
-    and the campaign may pay that much; None when it may not."""
+    """The price that meets ``floor``: the bid itself (``price``, a multiple of CPM_STEP),
+    or the floor rounded up to one when the bid is below it and the campaign may pay that
+    much; None when it may not."""
     if price >= floor:
         return price
+    return agreed_price(floor, max_cpm)
+
+
+def agreed_price(floor: Decimal, max_cpm: Decimal) -> Decimal | None:
+    """``floor`` rounded up to a multiple of CPM_STEP, so that the price on the wire is never
+    below it; None when that is more than ``max_cpm`` (compared first: a floor of 1e30
+    cannot be rounded at all)."""
+    if floor > max_cpm:
+        return None
     floor = floor.quantize(CPM_STEP, ROUND_UP)
     return floor if floor <= max_cpm else None
+
+
+def round_down(price: Decimal) -> Decimal:
+    """A converted amount as a multiple of CPM_STEP, never above itself."""
+    return price.quantize(CPM_STEP, ROUND_DOWN)

@@ -18,7 +18,7 @@ import pytest
 
 from bidding.budget import user_key
 from bidding.eligibility import WEEKDAYS
-from bidding.engine import NOTICE_FIELDS
+from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.nbr import NoBid
 from bidding.openrtb import decode_request, normalize
 from bidding.openrtb.response import decode_response
@@ -70,7 +70,9 @@ async def test_a_banner_request_gets_a_complete_openrtb_bid(service):
         assert url.path == f"/v1/notice/{dict(nurl='win', burl='billing', lurl='loss')[kind]}"
         query = dict(parse_qsl(url.query.replace("${", "").replace("}", ""),
                                keep_blank_values=True))
-        assert verify(SECRET, url.path.rsplit("/", 1)[1], query, NOTICE_FIELDS)
+        assert verify(SECRET, url.path.rsplit("/", 1)[1], query,
+                      NOTICE_FIELDS + CAMPAIGN_NOTICE_FIELDS)
+        assert (query["ccur"], query["tz"]) == ("USD", "UTC")
         assert query["user"] == user_key("ce-user-123")  # consent given: caps can count
     assert "price=${AUCTION_PRICE}" in bid["burl"]
     assert "loss=${AUCTION_LOSS}" in bid["lurl"]
@@ -83,6 +85,17 @@ async def test_video_and_native_requests_get_vast_and_native_markup(service):
     assert video["mtype"] == 2 and video["adm"].startswith('<VAST version="4.0">')
     assert video["dur"] == 15
     assert native["mtype"] == 4 and json.loads(native["adm"])["native"]["ver"] == "1.2"
+
+
+async def test_a_video_creative_without_sizes_fills_the_player_the_request_names(tmp_path):
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "video", sizes=()), base_bid_cpm=Decimal(10), max_bid_cpm=Decimal(20)))
+
+    bid = (await post(service, fixture("video-app.json"))).json()["seatbid"][0]["bid"][0]
+
+    assert 'width="1920" height="1080"' in bid["adm"]
+    assert (bid["w"], bid["h"]) == (1920, 1080)
+    await service.stop()
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"id": "x"}', b'{"id": "x", "imp": []}',
@@ -263,6 +276,29 @@ async def test_each_media_rule_app_list_and_seat_rule_refuses_the_bid_for_its_re
     assert outcome.response is None
     assert set(outcome.refusals) == ({reason} if reason else set())
     assert outcome.reason == NoBid.NO_ELIGIBLE_CAMPAIGN
+    await service.stop()
+
+
+@pytest.mark.parametrize(("media", "sites", "apps", "reason"), [
+    ("banner", ("news.example",), ("com.example.streaming",), None),
+    ("video", ("news.example",), ("com.example.streaming",), None),
+    ("banner", ("other.example",), ("com.example.streaming",), "site_not_allowed"),
+    ("video", ("news.example",), ("com.example.other",), "app_not_allowed"),
+    ("video", ("news.example",), (), "site_not_allowed"),  # the app's domain is not listed
+    ("video", ("streaming.example",), (), None),  # the app publisher's domain is
+    ("banner", (), ("com.example.streaming",), "app_not_allowed"),
+])
+async def test_a_site_allow_list_and_an_app_allow_list_each_admit_their_own_traffic(
+        tmp_path, media, sites, apps, reason):
+    video = {"sizes": ()} if media == "video" else {}
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, media, **video), base_bid_cpm=Decimal(10), max_bid_cpm=Decimal(20),
+        site_domains_allow=sites, app_bundles_allow=apps))
+
+    outcome = await engine_outcome(service, fixture(MEDIA_FIXTURES[media]))
+
+    assert (outcome.response is not None) == (reason is None)
+    assert set(outcome.refusals) == ({reason} if reason else set())
     await service.stop()
 
 
@@ -552,6 +588,66 @@ async def test_a_deal_with_at_3_is_bid_at_exactly_its_agreed_price(tmp_path):
     bid = (await post(service, request)).json()["seatbid"][0]["bid"][0]
 
     assert (bid["dealid"], Decimal(str(bid["price"]))) == ("fixed", Decimal("4.75"))
+    await service.stop()
+
+
+async def test_a_deal_our_seat_is_not_allowed_on_is_never_echoed(tmp_path):
+    """The campaign is on both deals; "fixed" admits another seat only, so the bid is on
+    "open-to-all" at its floor, never on "fixed" at its lower one."""
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), deal_ids=("fixed", "open-to-all")))
+    request = fixture("banner-site-2.6.json")
+    request["imp"][0]["pmp"] = {"private_auction": 1, "deals": [
+        {"id": "fixed", "bidfloor": 1, "wseat": ["other-seat"]},
+        {"id": "open-to-all", "bidfloor": 2}]}
+
+    bid = (await post(service, request)).json()["seatbid"][0]["bid"][0]
+
+    assert bid["dealid"] == "open-to-all"
+    assert Decimal(str(bid["price"])) >= 2
+    await service.stop()
+
+
+@pytest.mark.parametrize(("deal_price", "cur", "wire"), [
+    (4.23456, "EUR", Decimal("4.235")),  # rounded up to the tenth of a cent, never down
+    (4.75, "EUR", Decimal("4.75")),
+    (4.75, "USD", Decimal("5.164")),  # 5.16304... USD at 0.92 EUR to the dollar
+])
+async def test_an_at_3_deal_price_is_never_sent_below_the_agreed_price(tmp_path, deal_price,
+                                                                        cur, wire):
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), deal_ids=("fixed",), base_bid_cpm=Decimal(10),
+        max_bid_cpm=Decimal(12)))
+    request = {**fixture("banner-site-2.6.json"), "cur": [cur]}
+    request["imp"][0]["pmp"] = {"private_auction": 1, "deals": [
+        {"id": "fixed", "bidfloor": deal_price, "bidfloorcur": "EUR", "at": 3}]}
+
+    body = (await post(service, request)).json()
+
+    assert body["cur"] == cur
+    price = Decimal(str(body["seatbid"][0]["bid"][0]["price"]))
+    assert price == wire
+    await service.stop()
+
+
+@pytest.mark.parametrize(("max_cpm", "answer"), [(1, None), (2, "2.173")])
+async def test_a_converted_bid_is_never_sent_below_the_floor_nor_above_the_maximum(
+        tmp_path, max_cpm, answer):
+    """A EUR campaign bidding in USD on a 1 EUR floor (1.08695... USD): at a maximum of
+    1 EUR no USD price on the wire meets the floor without passing the maximum, so no bid;
+    at 2 EUR (2.17391... USD) the bid is that, rounded down."""
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), currency="EUR", base_bid_cpm=Decimal(5),
+        max_bid_cpm=Decimal(max_cpm)))
+    request = {**fixture("banner-site-2.6.json"), "cur": ["USD"]}
+    request["imp"][0].update(bidfloor=1.0, bidfloorcur="EUR")
+
+    response = await post(service, request)
+
+    if answer is None:
+        assert response.status_code == 204
+    else:
+        assert Decimal(str(response.json()["seatbid"][0]["bid"][0]["price"])) == Decimal(answer)
     await service.stop()
 
 
