@@ -141,8 +141,10 @@ def _media_refusal(creative: CreativeEntry, *, imp: ImpView, media: str) -> str 
     if media == "native" and imp.native is not None:
         if imp.native.blocked_attributes.intersection(creative.attributes):
             return "battr"
-        if not creative.markup and native_assets(
-                creative, native_request_assets(imp.native)) is None:
+        request_assets = native_request_assets(imp.native)
+        if not request_assets:
+            return "native_assets"  # none, or unreadable: nothing to answer with
+        if not creative.markup and native_assets(creative, request_assets) is None:
             return "native_assets"  # a required asset it cannot fill: its markup would be empty
         return None
     timed = imp.timed(media)

@@ -386,7 +386,8 @@ class BidEngine:
         elif offer.media == "native" and offer.imp.native is not None:
             adm = markup.native_response(
                 creative, request_assets=native_request_assets(offer.imp.native),
-                click_url=click_url, impression_url=impression_url)
+                click_url=click_url, impression_url=impression_url,
+                version=offer.imp.native.version)
         else:
             video = offer.imp.video if offer.media == "video" else None
             if not width and video is not None:  # a creative without sizes fills the player

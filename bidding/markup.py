@@ -64,18 +64,27 @@ def vast(creative: CreativeEntry, *, ad_id: str, click_url: str, impression_url:
 
 
 def native_response(creative: CreativeEntry, *, request_assets: list[dict[str, Any]],
-                    click_url: str, impression_url: str) -> str:
-    """The Native 1.2 response for the assets the request asked for (`native_assets`);
-    "" when a required one cannot be filled (eligibility refuses such a creative first)."""
+                    click_url: str, impression_url: str, version: str = "1.2") -> str:
+    """The Native response for the assets the request asked for (`native_assets`); "" when
+    a required one cannot be filled (eligibility refuses such a creative first).
+
+    For a request of ``version`` 1.0, the 1.0 shape: the response under a "native" key, the
+    impression tracked by `imptrackers`. Otherwise the 1.2 shape, whose root is the response
+    itself (Native 1.2, section 5.1) and whose impression tracker is an event tracker.
+    """
     if creative.markup:
         return creative.markup
     assets = native_assets(creative, request_assets)
     if assets is None:
         return ""
-    return json.dumps({"native": {
-        "ver": "1.2", "assets": assets, "link": {"url": click_url},
-        "eventtrackers": [{"event": 1, "method": 1, "url": impression_url}]}},
-        separators=(",", ":"))
+    link = {"url": click_url}
+    if version.startswith("1.0"):
+        return json.dumps({"native": {"ver": "1.0", "assets": assets, "link": link,
+                                      "imptrackers": [impression_url]}},
+                          separators=(",", ":"))
+    return json.dumps({"ver": "1.2", "assets": assets, "link": link,
+                       "eventtrackers": [{"event": 1, "method": 1, "url": impression_url}]},
+                      separators=(",", ":"))
 
 
 def native_assets(creative: CreativeEntry,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
 import msgspec
@@ -411,21 +412,57 @@ def _native(native: Native) -> NativeView:
                       blocked_attributes=frozenset(native.battr or ()))
 
 
+class _NativeTitle(msgspec.Struct, omit_defaults=True):
+    len: int | None = None
+
+
+class _NativeImage(msgspec.Struct, omit_defaults=True):
+    type: int | None = None
+    w: int | None = None
+    h: int | None = None
+    wmin: int | None = None
+    hmin: int | None = None
+
+
+class _NativeData(msgspec.Struct, omit_defaults=True):
+    type: int | None = None
+    len: int | None = None
+
+
+class _NativeAsset(msgspec.Struct, omit_defaults=True):
+    """The parts of a Native 1.x request asset the bidder reads, typed: an asset of the
+    wrong shape makes the whole request unreadable, never an error while building markup."""
+
+    id: int | None = None
+    required: int | None = None
+    title: _NativeTitle | None = None
+    img: _NativeImage | None = None
+    data: _NativeData | None = None
+    video: dict[str, Any] | None = None
+
+
 def native_request_assets(native: NativeView) -> list[dict[str, Any]]:
-    """The `assets` of a Native 1.x request, [] when it has none or is not readable JSON.
+    """The `assets` of a Native 1.x request, [] when it has none or is not readable (not
+    JSON, or an asset of the wrong shape): such a request cannot be answered.
 
     Native 1.0 wraps the payload in {"native": {...}}; 1.1 and later do not.
     """
+    return list(_native_assets(native.request))
+
+
+@lru_cache(maxsize=256)
+def _native_assets(request: str) -> tuple[dict[str, Any], ...]:
+    """Decoded once per distinct payload: every candidate of an impression reads it."""
     try:
-        payload = msgspec.json.decode(native.request)
-    except msgspec.DecodeError:
-        return []
-    if isinstance(payload, dict) and isinstance(payload.get("native"), dict):
-        payload = payload["native"]
-    assets = payload.get("assets") if isinstance(payload, dict) else None
-    if not isinstance(assets, list):
-        return []
-    return [asset for asset in assets if isinstance(asset, dict)]
+        payload = msgspec.json.decode(request)
+        if isinstance(payload, dict) and isinstance(payload.get("native"), dict):
+            payload = payload["native"]
+        assets = payload.get("assets") if isinstance(payload, dict) else None
+        typed = (msgspec.convert(assets, list[_NativeAsset], strict=False)
+                 if isinstance(assets, list) else [])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ()
+    return tuple(msgspec.to_builtins(asset) for asset in typed)
 
 
 def _supply_chain(request: BidRequest) -> SupplyChainView | None:

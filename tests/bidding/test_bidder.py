@@ -84,7 +84,7 @@ async def test_video_and_native_requests_get_vast_and_native_markup(service):
 
     assert video["mtype"] == 2 and video["adm"].startswith('<VAST version="4.0">')
     assert video["dur"] == 15
-    assert native["mtype"] == 4 and json.loads(native["adm"])["native"]["ver"] == "1.2"
+    assert native["mtype"] == 4 and json.loads(native["adm"])["ver"] == "1.2"
 
 
 async def test_a_video_creative_without_sizes_fills_the_player_the_request_names(tmp_path):
@@ -299,6 +299,31 @@ async def test_a_site_allow_list_and_an_app_allow_list_each_admit_their_own_traf
 
     assert (outcome.response is not None) == (reason is None)
     assert set(outcome.refusals) == ({reason} if reason else set())
+    await service.stop()
+
+
+@pytest.mark.parametrize(("native_request", "bids"), [
+    ('{"ver":"1.2","assets":[{"id":1,"required":1,"title":{"len":"25"}}]}', True),
+    ("{not json", False),
+    ('[{"id":1}]', False),
+    ('{"ver":"1.2","assets":[]}', False),
+    ('{"ver":"1.2","assets":[{"id":1,"required":1,"img":"big"}]}', False),
+    ('{"ver":"1.2","assets":[{"id":1,"title":null,"required":1}]}', False),
+])
+async def test_a_native_request_without_readable_assets_gets_no_bid(tmp_path, native_request,
+                                                                     bids):
+    service = await started_service(tmp_path, campaign(1, creative(11, "native")))
+    request = fixture("native-site.json")
+    request["imp"][0]["native"]["request"] = native_request
+
+    outcome = await engine_outcome(service, request)
+
+    assert (outcome.response is not None) == bids
+    if bids:
+        markup = json.loads(outcome.response.seatbid[0].bid[0].adm)
+        assert len(markup["assets"][0]["title"]["text"]) <= 25
+    else:
+        assert set(outcome.refusals) == {"native_assets"}
     await service.stop()
 
 

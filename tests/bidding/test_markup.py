@@ -72,13 +72,24 @@ def test_native_fills_the_requested_assets():
     body = json.loads(native_response(NATIVE, request_assets=request_assets,
                                       click_url="https://ce.example/c",
                                       impression_url="https://ce.example/i"))
-    assert body == {"native": {
+    assert body == {
         "ver": "1.2",
         "assets": [{"id": 1, "title": {"text": "Weekend in"}},
                    {"id": 2, "img": {"url": "https://cdn.example/l.jpg", "w": 1200, "h": 627}},
                    {"id": 3, "data": {"value": "hotels.example"}}],
         "link": {"url": "https://ce.example/c"},
-        "eventtrackers": [{"event": 1, "method": 1, "url": "https://ce.example/i"}]}}
+        "eventtrackers": [{"event": 1, "method": 1, "url": "https://ce.example/i"}]}
+
+
+def test_a_native_1_0_request_gets_the_1_0_response_shape():
+    body = json.loads(native_response(NATIVE, request_assets=[{"id": 3, "data": {"type": 1}}],
+                                      click_url="https://ce.example/c",
+                                      impression_url="https://ce.example/i", version="1.0"))
+    assert body == {"native": {
+        "ver": "1.0",
+        "assets": [{"id": 3, "data": {"value": "hotels.example"}}],
+        "link": {"url": "https://ce.example/c"},
+        "imptrackers": ["https://ce.example/i"]}}
 
 
 def test_native_without_a_required_asset_it_cannot_fill_is_empty():

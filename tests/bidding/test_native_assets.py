@@ -55,7 +55,7 @@ async def test_an_optional_asset_the_creative_cannot_fill_is_left_out_of_the_bid
         response = await http.post("/v1/bid", json=native_request(video_required=0))
 
     bid = response.json()["seatbid"][0]["bid"][0]
-    assert [asset["id"] for asset in json.loads(bid["adm"])["native"]["assets"]] == [1, 2, 3]
+    assert [asset["id"] for asset in json.loads(bid["adm"])["assets"]] == [1, 2, 3]
     assert await held_this_minute(service) is not None
 
 
