@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 from prometheus_client import Counter
 
 from bidding.budget import Ledger, to_micros
-from bidding.engine import NOTICE_FIELDS
+from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.events import BidEvents
 from bidding.index import CampaignIndex
 from bidding.markup import VAST_EVENTS
@@ -80,7 +80,9 @@ class NoticeHandler:
                      now: float | None = None) -> NoticeAnswer:
         if kind not in KINDS:
             return NoticeAnswer(404)
-        if not verify(self.secret, kind, query, NOTICE_FIELDS):
+        signed = NOTICE_FIELDS + tuple(field for field in CAMPAIGN_NOTICE_FIELDS
+                                       if field in query)
+        if not verify(self.secret, kind, query, signed):
             NOTICES.labels(kind, "forged").inc()
             return NoticeAnswer(403)
         campaign = index.campaign(int(query["campaign"])) if index is not None else None
