@@ -157,8 +157,9 @@ def advertiser_update(*, advertiser: Advertiser, actor: AbstractBaseUser,
     if changes:
         _audit(actor=actor, action=AuditEntry.Action.UPDATE, instance=advertiser,
                changes=changes)
-    if "time_zone" in changes:
-        snapshot_request()  # campaigns carry their advertiser's time zone
+    if "time_zone" in changes or "is_active" in changes:
+        # Campaigns carry their advertiser's time zone, and an inactive advertiser's do not bid.
+        snapshot_request()
     return advertiser
 
 

@@ -110,18 +110,20 @@ def _exchange_entry(exchange: Exchange) -> ExchangeEntry:
 
 
 def snapshot_compile(*, version: int, now: datetime.datetime | None = None) -> Snapshot:
-    """What bidding needs, as of now: active campaigns whose schedule has not ended, each with
-    its approved creatives (a campaign left with none is left out) and its advertiser's loyalty
-    program (the one its tiers and the bid boost refer to), active exchanges and the currency
-    rates.
+    """What bidding needs, as of now: active campaigns of active advertisers whose schedule has
+    not ended, each with its approved creatives (a campaign left with none is left out) and its
+    advertiser's loyalty program (the one its tiers and the bid boost refer to), active
+    exchanges and the currency rates.
 
     Paused, approved-but-not-started, draft and ended campaigns are out: a campaign bids only
-    while it is active. Everything is ordered by id, so the same data compiles to the same
-    bytes apart from ``version`` and ``created_at``.
+    while it is active. So are the campaigns of a deactivated advertiser, whatever their own
+    status; they bid again when it is reactivated. Everything is ordered by id, so the same
+    data compiles to the same bytes apart from ``version`` and ``created_at``.
     """
     now = now or timezone.now()
     approved = Creative.objects.filter(approval_status=Creative.Approval.APPROVED).order_by("id")
-    campaigns = (Campaign.objects.filter(status=Campaign.Status.ACTIVE, end_at__gt=now)
+    campaigns = (Campaign.objects.filter(status=Campaign.Status.ACTIVE, end_at__gt=now,
+                                         advertiser__is_active=True)
                  .select_related("advertiser").order_by("id")
                  .prefetch_related(Prefetch("creatives", queryset=approved)))
     programs = program_ids_by_advertiser()

@@ -65,6 +65,20 @@ def test_compile_includes_exactly_active_running_campaigns_with_approved_creativ
     assert compiled.created_at == "2030-03-10T12:00:00Z"
 
 
+def test_compile_leaves_out_the_campaigns_of_an_inactive_advertiser(
+        make_campaign, campaign_factory, creative_factory, other_advertiser, other_marketer):
+    kept = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    other_advertiser.is_active = False
+    other_advertiser.save()
+    inactive = campaign_factory(advertiser=other_advertiser, created_by=other_marketer,
+                                status=Status.ACTIVE, start_at=START, end_at=END)
+    creative_factory(campaign=inactive, approval_status=Creative.Approval.APPROVED)
+
+    compiled = snapshot_compile(version=1, now=NOW)
+
+    assert [entry.id for entry in compiled.campaigns] == [kept.pk]
+
+
 def test_compile_encodes_money_times_targeting_and_creatives(make_campaign, creative_factory,
                                                              png_upload, settings):
     settings.PUBLIC_BASE_URL = "https://ads.example"
@@ -286,3 +300,18 @@ def test_every_service_that_changes_bidding_requests_one_publish(
 
     services.advertiser_update(advertiser=advertiser, actor=ops, data={"name": "Renamed"})
     assert SnapshotOutbox.objects.count() == len(steps)  # not seen by bidders: no publish
+
+
+def test_deactivating_and_reactivating_an_advertiser_each_publish_without_its_campaigns(
+        make_campaign, advertiser, ops, embedded_bus):
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+
+    services.advertiser_update(advertiser=advertiser, actor=ops, data={"is_active": False})
+    assert len(pending_ids()) == 1
+    snapshot_publish(now=NOW)
+    assert kv_snapshot().campaigns == ()
+
+    services.advertiser_update(advertiser=advertiser, actor=ops, data={"is_active": True})
+    assert len(pending_ids()) == 1
+    snapshot_publish(now=NOW)
+    assert [entry.id for entry in kv_snapshot().campaigns] == [campaign.pk]
