@@ -77,9 +77,14 @@ def _reserve(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> in
     return RESERVE_OK
 
 
-# KEYS: spent, day, hour, hold, its held bucket. ARGV: spend, day ttl, hour ttl.
-# Releases the hold (if it has not expired) and counts the spend. Returns the day's spend.
+# KEYS: spent, day, hour, hold, its held bucket, the bid's committed marker. ARGV: spend, day
+# ttl, hour ttl, marker ttl. Releases the hold (if it has not expired) and counts the spend,
+# once per bid: a second commit of the same bid (the retry of a notice whose first attempt
+# failed after this ran) changes nothing. Returns the day's spend.
 _COMMIT_LUA = """
+if not redis.call('SET', KEYS[6], 1, 'NX', 'EX', tonumber(ARGV[4])) then
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
 local amount = redis.call('GET', KEYS[4])
 if amount then
   redis.call('DEL', KEYS[4])
@@ -95,10 +100,13 @@ return day
 
 
 def _commit(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    spend, day_ttl, hour_ttl, marker_ttl = args
+    if ctx.get(keys[5]):
+        return ctx.get(keys[1])
+    ctx.set(keys[5], 1, marker_ttl)
     amount = ctx.get(keys[3])
     if ctx.delete(keys[3]):
         ctx.incrby(keys[4], -amount)
-    spend, day_ttl, hour_ttl = args
     ctx.incrby(keys[0], spend)
     ctx.incrby(keys[2], spend, hour_ttl)
     return ctx.incrby(keys[1], spend, day_ttl)
@@ -122,9 +130,16 @@ def _release(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> in
     return amount
 
 
-# KEYS: the user's hour, day and lifetime counters for one campaign. ARGV: their ttls.
+# KEYS: the user's hour, day and lifetime counters for one campaign, then optionally the
+# bid's counted marker. ARGV: their ttls. With the marker, the impression counts once per bid.
+# Returns 1 counted, 0 already counted.
 _COUNT_LUA = """
-for i = 1, #KEYS do
+local counters = #KEYS
+if counters == 4 then
+  if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', tonumber(ARGV[4])) then return 0 end
+  counters = 3
+end
+for i = 1, counters do
   redis.call('INCRBY', KEYS[i], 1)
   redis.call('EXPIRE', KEYS[i], tonumber(ARGV[i]))
 end
@@ -133,7 +148,11 @@ return 1
 
 
 def _count(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
-    for key, ttl in zip(keys, args, strict=True):
+    if len(keys) == 4:
+        if ctx.get(keys[3]):
+            return 0
+        ctx.set(keys[3], 1, args[3])
+    for key, ttl in zip(keys[:3], args[:3], strict=True):
         ctx.incrby(key, 1, ttl)
     return 1
 
@@ -143,6 +162,10 @@ COMMIT = Script("budget-commit", _COMMIT_LUA, _commit)
 RELEASE = Script("budget-release", _RELEASE_LUA, _release)
 COUNT_IMPRESSION = Script("cap-count", _COUNT_LUA, _count)
 CAP_TTLS = (2 * 3600, 2 * 86_400, 400 * 86_400)  # hour, day, lifetime counters
+# How long a bid's spend and impression stay marked as counted: as long as a notice's retry
+# may come (`bidding.notices` remembers a counted notice as long). Shorter, and a late retry
+# would count the spend again.
+COUNTED_TTL = 7 * 86_400
 
 
 @cache
@@ -207,10 +230,14 @@ class Ledger:
 
     async def commit(self, *, campaign_id: int, time_zone: str, hold_id: str, minute: int,
                      spend: int, now: float | None = None) -> int:
+        """Turns the bid's hold into ``spend``, once per ``hold_id`` (the bid id): a repeat,
+        the retry of a notice whose first attempt failed after the script ran, counts nothing.
+        Returns the day's spend."""
         now = now or time.time()
         keys = [*spend_keys(campaign_id, time_zone, now),
-                *self._hold_keys(campaign_id, hold_id, minute)]
-        return await self.store.run(COMMIT, keys, [spend, DAY_TTL, HOUR_TTL])
+                *self._hold_keys(campaign_id, hold_id, minute),
+                f"budget:{{c{campaign_id}}}:committed:{hold_id}"]
+        return await self.store.run(COMMIT, keys, [spend, DAY_TTL, HOUR_TTL, COUNTED_TTL])
 
     async def release(self, *, campaign_id: int, hold_id: str, minute: int) -> int:
         return await self.store.run(RELEASE, self._hold_keys(campaign_id, hold_id, minute), [])
@@ -246,10 +273,16 @@ class Ledger:
                     reached.add(campaign.id)
         return reached
 
-    async def count_impression(self, *, user: str, campaign_id: int,
-                               now: float | None = None) -> None:
-        await self.store.run(COUNT_IMPRESSION, self._cap_keys(user, campaign_id,
-                                                              now or time.time()), CAP_TTLS)
+    async def count_impression(self, *, user: str, campaign_id: int, bid_id: str = "",
+                               now: float | None = None) -> bool:
+        """Counts an impression toward the user's caps; with ``bid_id``, once per bid (a
+        repeat returns False and counts nothing)."""
+        keys = self._cap_keys(user, campaign_id, now or time.time())
+        if not bid_id:
+            return bool(await self.store.run(COUNT_IMPRESSION, keys, CAP_TTLS))
+        return bool(await self.store.run(COUNT_IMPRESSION,
+                                         [*keys, f"cap:{{u{user}}}:counted:{bid_id}"],
+                                         [*CAP_TTLS, COUNTED_TTL]))
 
 
 def _cap_periods(now: float) -> tuple[str, str]:

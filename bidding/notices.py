@@ -4,7 +4,10 @@ Every URL we hand out is signed (`bidding.signing`): a forged or altered one is 
 counts nothing. Each notice counts once per (auction, imp, bid) — a repeat is answered and
 ignored. The billing notice is where money moves: the bid's hold becomes spend at the clearing
 price (`${AUCTION_PRICE}`, CPM in the bid's currency), and the impression counts toward the
-user's frequency caps. An empty price or `AUDIT` (a test render) counts no spend; so does an
+user's frequency caps. Those are two scripts in two Redis slots (the campaign's, the user's),
+and a store error may come between them or after a script ran unheard: each script marks the
+bid as counted in its own slot, so the exchange's retry counts what is missing and nothing
+twice. An empty price or `AUDIT` (a test render) counts no spend; so does an
 encrypted price (`bidding.pricecrypt`) that fails its integrity check. Such a notice does not
 use the bid's billing up: the one with the real price that follows still counts, once.
 The loss notice releases the hold and records the loss reason code (in the metric, an OpenRTB
@@ -31,7 +34,7 @@ from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
 
-from bidding.budget import Ledger, to_micros
+from bidding.budget import COUNTED_TTL, Ledger, to_micros
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.events import BidEvents
 from bidding.index import CampaignIndex
@@ -45,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("win", "billing", "loss", "impression", "tracking", "click")
 CONVERSION_FIELDS = ("campaign", "creative", "bid")
-ONCE_TTL_SECONDS = 7 * 86_400
+ONCE_TTL_SECONDS = COUNTED_TTL
 
 NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
                   "(counted, duplicate, forged, no_price, test, unavailable).",
@@ -105,7 +108,9 @@ class NoticeHandler:
             try:
                 counted = await self._count(kind, query, index, now or time.time())
             except StoreUnavailable:
-                await self.store.delete(once)  # let a retry count it
+                # Let a retry count it. What this attempt did count (perhaps without hearing
+                # the reply) is marked in its own slot, so the retry finishes only the rest.
+                await self.store.delete(once)
                 raise
             if counted.outcome == "no_price":
                 await self.store.delete(once)  # let the notice with the real price count
@@ -189,7 +194,7 @@ class NoticeHandler:
                                  now=now)
         if query.get("user"):
             await self.ledger.count_impression(user=query["user"], campaign_id=campaign_id,
-                                               now=now)
+                                               bid_id=query["bid"], now=now)
         return _Counted("counted", spend_micros, currency)
 
 

@@ -146,6 +146,39 @@ async def test_frequency_caps_count_impressions_per_user_and_campaign(store):
                                now=NOON) == set()
 
 
+async def test_a_bids_spend_is_committed_once_however_often_its_commit_runs(store):
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id())
+    minute = int(NOON // 60)
+    await ledger.reserve(campaign, amount=200_000, hold_id="a", now=NOON)
+
+    days = [await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="a",
+                                minute=minute, spend=150_000, now=NOON) for _ in range(2)]
+    other = await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="b",
+                                minute=minute, spend=10_000, now=NOON)
+
+    assert days == [150_000, 150_000]
+    assert other == 160_000
+    assert await ledger.spent(campaign.id) == 160_000
+    # The hold went with the first commit: the whole daily budget minus the spend is free.
+    assert await ledger.reserve(campaign, amount=340_000, hold_id="c", now=NOON) == RESERVE_OK
+
+
+async def test_an_impression_counted_with_its_bid_counts_once_toward_the_caps(store):
+    ledger = Ledger(store)
+    user = user_key(f"user-{uuid.uuid4()}")
+    capped = make_campaign(campaign_id(), frequency_cap_hour=2)
+
+    counted = [await ledger.count_impression(user=user, campaign_id=capped.id, bid_id="b-1",
+                                             now=NOON) for _ in range(3)]
+
+    assert counted == [True, False, False]
+    assert await ledger.capped(user=user, campaigns=(capped,), now=NOON) == set()
+    assert await ledger.count_impression(user=user, campaign_id=capped.id, bid_id="b-2",
+                                         now=NOON)
+    assert await ledger.capped(user=user, campaigns=(capped,), now=NOON) == {capped.id}
+
+
 def _bidder_process(url: str, campaign: dict, max_bid: int, rounds: int, results) -> None:
     """One bidder process: hold the max bid, then bill it, as fast as it can."""
 

@@ -9,14 +9,18 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from prometheus_client import REGISTRY
 
-from bidding.budget import user_key
+from bidding.budget import COMMIT, COUNT_IMPRESSION, user_key
 from bidding.notices import NoticeHandler
+from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
+from campaign_express.backends.bus import InProcessBus
+from campaign_express.backends.store import MemoryStore, StoreUnavailable
 from tests.bidding.bidder_fixtures import (
     EXCHANGES,
     SECRET,
     campaign,
     client,
+    config,
     creative,
     fixture,
     snapshot,
@@ -225,3 +229,49 @@ async def test_a_test_auction_holds_no_budget_and_its_billing_counts_nothing(bid
     assert await service.engine.ledger.spent(1) == 0
     assert await service.engine.ledger.capped(
         user=user_key("ce-user-123"), campaigns=service.engine.index.snapshot.campaigns) == set()
+
+
+class FailsOnce(MemoryStore):
+    """A store whose next run of `script` fails: before it runs (``ran=False``), or after
+    it ran with its reply lost (``ran=True``, a reply timeout)."""
+
+    def fail(self, script, *, ran: bool) -> None:
+        self.failing = (script, ran)
+
+    async def run(self, script, keys, args):
+        failing = getattr(self, "failing", None)
+        if failing is None or failing[0] is not script:
+            return await super().run(script, keys, args)
+        self.failing = None
+        if failing[1]:
+            await super().run(script, keys, args)
+        raise StoreUnavailable("redis: timed out")
+
+
+@pytest.mark.parametrize(("script", "ran"), [(COMMIT, True), (COUNT_IMPRESSION, False),
+                                             (COUNT_IMPRESSION, True)],
+                         ids=["commit-reply-lost", "cap-count-failed", "cap-count-reply-lost"])
+async def test_a_billing_retried_after_a_store_error_counts_spend_and_cap_once(
+        tmp_path, script, ran):
+    store = FailsOnce()
+    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
+    await service.start()
+    service.install(snapshot(campaign(1, creative(11, "banner"), frequency_cap_day=2,
+                                      pacing="accelerated")))
+    handler = NoticeHandler(store=store, ledger=service.engine.ledger, secret=SECRET)
+    billing = (await bid_urls(service))["billing"]
+    store.fail(script, ran=ran)
+
+    failed = await notice(service, handler, billing, AUCTION_PRICE="1000")
+    retried = await notice(service, handler, billing, AUCTION_PRICE="1000")
+    repeated = await notice(service, handler, billing, AUCTION_PRICE="1000")
+
+    assert (failed.status, retried.status, repeated.status) == (503, 204, 204)
+    assert await service.engine.ledger.spent(1) == 1_000_000  # 1000 CPM: 1.00, counted once
+    capped = service.engine.index.snapshot.campaigns
+    user = user_key("ce-user-123")
+    assert await service.engine.ledger.capped(user=user, campaigns=capped) == set()
+    # One impression counted of the two the cap allows: the next one reaches it.
+    await service.engine.ledger.count_impression(user=user, campaign_id=1)
+    assert await service.engine.ledger.capped(user=user, campaigns=capped) == {1}
+    await service.stop()

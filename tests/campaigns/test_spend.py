@@ -1,5 +1,6 @@
 """Spend reconciliation between the bidders' counters and PostgreSQL."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -97,9 +98,10 @@ def test_spend_counted_after_redis_lost_its_data_is_added_to_what_postgresql_hol
         store_set(key, None)
 
     async def bill(store):
-        await Ledger(store).commit(campaign_id=running.pk, time_zone="UTC", hold_id="lost",
-                            minute=int(NOW.timestamp() // 60), spend=1_500_000,
-                            now=NOW.timestamp())
+        await Ledger(store).commit(campaign_id=running.pk, time_zone="UTC",
+                                   hold_id=uuid.uuid4().hex,  # committed once per hold id
+                                   minute=int(NOW.timestamp() // 60), spend=1_500_000,
+                                   now=NOW.timestamp())
 
     store_call(bill)  # a billing notice arrives before the next reconciliation
     first = spend_reconcile(now=NOW)
