@@ -35,6 +35,16 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": schedule(timedelta(seconds=10)),
         "options": {"expires": 9},
     },
+    # Publishes the config again when the `config` bucket holds no snapshot or an older one
+    # than the latest published (the bucket lost, or recreated empty), so a starting bidder is
+    # not left not-ready until someone saves a change. Running bidders keep serving what they
+    # hold, so half a minute is soon enough; a run with the bucket up to date is one key read
+    # and one indexed query.
+    "config-snapshot-restore": {
+        "task": "campaigns.tasks.snapshot_restore",
+        "schedule": schedule(timedelta(seconds=30)),
+        "options": {"expires": 25},
+    },
     # Copies the bidders' spend counters into PostgreSQL (and rebuilds lost ones from it);
     # a minute keeps the admin's figures and the budget-complete check close to live.
     "campaigns-spend-reconcile": {

@@ -8,6 +8,13 @@ bidder finds it) and publishes it on the subject (which running bidders follow),
 marks the outbox rows published. When the bus is down the rows stay unpublished and the beat
 entry `config-snapshot-publish` retries every few seconds, so no saved change is lost.
 
+The bucket can lose what was published while the database keeps it: embedded mode's bus lives
+in the process and starts empty, and a JetStream `config` bucket can be deleted or lost with
+its server's storage. `snapshot_restore` publishes the current config again when the bucket
+holds no snapshot or an older one than the latest published; the platform command calls it
+before serving and the beat entry `config-snapshot-restore` every half minute, so a starting
+bidder is never left without a snapshot until someone saves a change.
+
 Versions only increase: a snapshot never goes out under a version lower than or equal to one
 already published, and only one publisher is at work at a time, so the bucket never goes back
 to an older snapshot. A newer snapshot supersedes every older one (it holds the whole config),
@@ -23,10 +30,19 @@ from urllib.parse import urljoin
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Prefetch
+from django.db.models import Max, Prefetch
 from django.utils import timezone
 
-from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot, publish
+from bidding.snapshot import (
+    BUCKET,
+    KEY,
+    CampaignEntry,
+    CreativeEntry,
+    ExchangeEntry,
+    Snapshot,
+    pointer_version,
+    publish,
+)
 from campaign_express.platform import bus_call
 from campaign_express.tasks import enqueue_on_commit
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
@@ -210,3 +226,31 @@ def snapshot_publish(*, now: datetime.datetime | None = None) -> int | None:
             break
         published = version
     return published
+
+
+def _bucket_version() -> int | None:
+    """The version the bucket points at; None when it holds no pointer (or an unreadable one,
+    which no bidder can use either)."""
+    pointer = bus_call(lambda bus: bus.kv_get(BUCKET, KEY))
+    return pointer_version(pointer) if pointer else None
+
+
+def snapshot_restore(*, now: datetime.datetime | None = None) -> int | None:
+    """Publish the current config when the bucket holds no snapshot, or one older than the
+    latest published; the version published, None when the bucket is up to date (or another
+    publisher, at work on older requests, will publish it).
+
+    The republish goes out under a new outbox row's id, above every version published, so
+    bidders serving an older snapshot take it and none goes back. Idempotent: once the bucket
+    holds the latest, a call is one key read and one indexed query. Raises `BusUnavailable`
+    when the bus cannot be reached, like `snapshot_publish`.
+    """
+    held = _bucket_version()
+    latest = (SnapshotOutbox.objects.filter(published_at__isnull=False)
+              .aggregate(latest=Max("id"))["latest"])
+    if held is not None and (latest is None or held >= latest):
+        return None
+    logger.info("the config bucket holds %s, the latest published is %s: publishing again",
+                f"version {held}" if held is not None else "no snapshot", latest)
+    SnapshotOutbox.objects.create()
+    return snapshot_publish(now=now)

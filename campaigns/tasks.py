@@ -28,6 +28,17 @@ def snapshot_publish() -> int | None:
         return None
 
 
+@shared_task(name="campaigns.tasks.snapshot_restore", ignore_result=True)
+def snapshot_restore() -> int | None:
+    """Publish the config again if the bucket lost it (or holds an older one). A bus that is
+    down is logged, not raised: the beat entry calls this again."""
+    try:
+        return snapshot.snapshot_restore()
+    except BusUnavailable as error:
+        logger.warning("config bucket not checked, the bus is unavailable: %s", error)
+        return None
+
+
 @shared_task(name="campaigns.tasks.spend_reconcile", ignore_result=True)
 def spend_reconcile() -> dict[str, int]:
     return spend.spend_reconcile()

@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import datetime
 import gzip
+import shutil
 import threading
 from decimal import Decimal
 
 import pytest
 
 from bidding import snapshot as contract
-from campaign_express.backends.bus import BusUnavailable, Message
+from bidding.service import BidderService
+from campaign_express import platform
+from campaign_express.backends.bus import BusUnavailable, InProcessBus, Message
 from campaign_express.backends.nats_bus import NatsBus
+from campaign_express.backends.store import MemoryStore
+from campaign_express.celery import BEAT_SCHEDULE
 from campaign_express.platform import bus_call
 from campaigns import exchanges, services, tasks
 from campaigns.models import Campaign, Creative, CurrencyRate, Exchange, SnapshotOutbox
-from campaigns.snapshot import snapshot_compile, snapshot_publish, snapshot_request
+from campaigns.snapshot import (
+    snapshot_compile,
+    snapshot_publish,
+    snapshot_request,
+    snapshot_restore,
+)
+from tests.bidding.bidder_fixtures import config
+from tests.campaign_express.platform import PrivateNats
 
 Status = Campaign.Status
 NOW = datetime.datetime(2030, 3, 10, 12, 0, tzinfo=datetime.UTC)
@@ -28,6 +40,18 @@ UNREACHABLE_NATS = "nats://127.0.0.1:1"
 @pytest.fixture
 def embedded_bus(settings):
     settings.NATS_URL = ""
+
+
+@pytest.fixture
+def empty_embedded_bus(embedded_bus, monkeypatch):
+    """The process's in-process bus, new and empty, as after a start; `lose()` empties it again
+    (its buckets lost, the database kept)."""
+
+    def lose() -> None:
+        monkeypatch.setattr(platform, "_embedded_bus", InProcessBus())
+
+    lose()
+    return lose
 
 
 def kv_snapshot() -> contract.Snapshot | None:
@@ -315,3 +339,113 @@ def test_deactivating_and_reactivating_an_advertiser_each_publish_without_its_ca
     assert len(pending_ids()) == 1
     snapshot_publish(now=NOW)
     assert [entry.id for entry in kv_snapshot().campaigns] == [campaign.pk]
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+def test_restore_publishes_the_current_config_when_the_bucket_lost_it(
+        make_campaign, empty_embedded_bus):
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    snapshot_request()
+    published = snapshot_publish(now=NOW)
+    empty_embedded_bus()
+
+    version = snapshot_restore(now=NOW)
+
+    assert version == SnapshotOutbox.objects.latest("id").pk
+    assert version > published
+    restored = kv_snapshot()
+    assert (restored.version, [entry.id for entry in restored.campaigns]) == (
+        version, [campaign.pk])
+    assert pending_ids() == []
+
+
+def test_restore_publishes_when_nothing_was_ever_published(db, empty_embedded_bus):
+    version = snapshot_restore(now=NOW)
+
+    assert (kv_snapshot().version, kv_snapshot().campaigns) == (version, ())
+
+
+def test_restore_does_nothing_when_the_bucket_holds_the_latest(
+        make_campaign, empty_embedded_bus):
+    make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    snapshot_request()
+    published = snapshot_publish(now=NOW)
+
+    assert snapshot_restore(now=NOW) is None
+    assert snapshot_restore(now=NOW) is None
+    assert SnapshotOutbox.objects.count() == 1
+    assert kv_snapshot().version == published
+
+
+def test_restore_replaces_an_older_snapshot_in_the_bucket_under_a_higher_version(
+        make_campaign, empty_embedded_bus):
+    """As after a bucket recreated from an old backup: bidders would start on stale config."""
+    campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+    snapshot_request()
+    old = snapshot_publish(now=NOW)
+    newer = SnapshotOutbox.objects.create(published_at=NOW)  # went out, then the bucket lost it
+    stale = snapshot_compile(version=old, now=NOW)
+    bus_call(lambda bus: contract.publish(bus, stale))
+
+    version = snapshot_restore(now=NOW)
+
+    assert version > newer.pk
+    assert (kv_snapshot().version, [entry.id for entry in kv_snapshot().campaigns]) == (
+        version, [campaign.pk])
+
+
+def test_restore_while_the_bus_is_down_requests_nothing_and_the_task_logs(
+        db, settings, caplog):
+    settings.NATS_URL = UNREACHABLE_NATS
+
+    assert tasks.snapshot_restore() is None
+
+    assert SnapshotOutbox.objects.count() == 0
+    assert "config bucket not checked, the bus is unavailable" in caplog.text
+
+
+def test_the_beat_runs_the_restore_within_a_minute():
+    entry = BEAT_SCHEDULE["config-snapshot-restore"]
+
+    assert entry["task"] == "campaigns.tasks.snapshot_restore"
+    assert entry["schedule"].run_every <= datetime.timedelta(minutes=1)
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+def test_after_nats_loses_the_config_bucket_the_restore_task_makes_a_starting_bidder_ready(
+        make_campaign, settings, tmp_path):
+    nats = PrivateNats(tmp_path / "nats")
+    nats.start()
+    try:
+        settings.NATS_URL = f"nats://127.0.0.1:{nats.port}"
+        campaign = make_campaign(Status.ACTIVE, start_at=START, end_at=END)
+        snapshot_request()
+        snapshot_publish(now=NOW)
+        nats.stop()
+        shutil.rmtree(nats.data_dir)  # JetStream's storage lost: the bucket with it
+        nats.start()
+        assert bus_call(lambda bus: bus.kv_get(contract.BUCKET, contract.KEY)) is None
+
+        version = tasks.snapshot_restore()
+        restored = kv_snapshot()
+
+        async def start_bidder() -> dict:
+            service = BidderService(config=config(tmp_path), bus=NatsBus(settings.NATS_URL),
+                                    store=MemoryStore())
+            await service.start()
+            try:
+                return {"is_ready": service.is_ready, **service.state()}
+            finally:
+                await service.stop()
+                await service.bus.close()
+
+        state = asyncio.run(start_bidder())
+    finally:
+        nats.stop()
+
+    assert version == SnapshotOutbox.objects.latest("id").pk
+    assert [entry.id for entry in restored.campaigns] == [campaign.pk]
+    assert (state["is_ready"], state["snapshot_version"], state["campaigns"]) == (
+        True, version, 1)

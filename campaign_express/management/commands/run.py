@@ -1,9 +1,13 @@
 """Run the whole platform in one process: web, bidder and scheduled tasks.
 
-Embedded mode's single command: it migrates, optionally loads demo data, starts the
-in-process task runner when no Celery broker is configured, the analytics sink when the event
-stream or chDB is in-process and the loyalty ingest consumer when the bus is, and serves
-Django and the bidder on one port with uvicorn.
+Embedded mode's single command: it migrates, optionally loads demo data, publishes the config
+snapshot unless the bus already holds the latest, starts the in-process task runner when no
+Celery broker is configured, the analytics sink when the event stream or chDB is in-process
+and the loyalty ingest consumer when the bus is, and serves Django and the bidder on one port
+with uvicorn.
+
+The in-process bus starts empty, and after a restart every saved change is already published:
+without the publish here the bidder would find no snapshot and answer every bid 503.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Command(BaseCommand):
             self.stdout.write("Database and ClickHouse migrated.")
         if demo:
             call_command("seed_demo", stdout=self.stdout)
+        self._snapshot_restore()
         tasks = runner()
         if isinstance(tasks, InProcessRunner):
             tasks.start_schedule(BEAT_SCHEDULE)
@@ -89,3 +94,17 @@ class Command(BaseCommand):
                 tasks.stop()
             for consumer in consumers:
                 consumer.stop()
+
+    def _snapshot_restore(self) -> None:
+        """Before serving, so the bidder loads the snapshot as it starts."""
+        from campaign_express.backends.bus import BusUnavailable
+        from campaigns.snapshot import snapshot_restore
+
+        try:
+            version = snapshot_restore()
+        except BusUnavailable as error:
+            self.stderr.write(f"Config snapshot not published, the bus is unavailable ({error}); "
+                              "the schedule tries again.")
+            return
+        if version is not None:
+            self.stdout.write(f"Config snapshot {version} published.")
