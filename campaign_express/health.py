@@ -3,7 +3,8 @@
 `/ready` is 200 while the database answers: without it the web process cannot do its job.
 Every other backend's state is reported in the body, measured on each call with a short
 timeout, and never fails readiness: a blip of Redis, NATS or ClickHouse must not take web
-pods out of service.
+pods out of service. In embedded mode the platform's router adds the bidder's state to this
+answer and holds it at 503 until the bidder is ready too (`campaign_express.router`).
 """
 
 from __future__ import annotations

@@ -23,9 +23,13 @@ def test_after_a_restart_the_embedded_bidder_serves_the_saved_config(tmp_path):
         assert _bid(base).status_code == 200
 
     with running_platform(tmp_path, demo=True) as base:
+        ready = httpx.get(f"{base}/ready")
         bid = _bid(base)
 
-    assert re.search(r"^Config snapshot \d+ published\.$",
-                     (tmp_path / "platform.log").read_text(), re.MULTILINE)
+    published = re.search(r"^Config snapshot (\d+) published\.$",
+                          (tmp_path / "platform.log").read_text(), re.MULTILINE)
+    assert published is not None
+    assert (ready.status_code, ready.json()["status"], ready.json()["snapshot_version"]) == (
+        200, "ready", int(published.group(1)))
     assert bid.status_code == 200, bid.text
     assert bid.json()["seatbid"][0]["bid"][0]["adomain"] == ["northwindcoffee.example"]
