@@ -12,9 +12,30 @@ without the publish here the bidder would find no snapshot and answer every bid 
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Any
+
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from campaign_express.env import Config
+
+
+def uvicorn_options(config: Config, *, host: str, port: int) -> dict[str, Any]:
+    """How the command runs uvicorn.
+
+    The caller's address, which exchanges with an IP allow-list are checked against, comes
+    from `X-Forwarded-For` only when the peer is in `CAMPAIGN_EXPRESS__API__TRUSTED_PROXIES`,
+    as in the bidder process (`bidding.gateway.caller_address`: the right-most hop that is not
+    a trusted proxy, which is uvicorn's rule too). uvicorn's default trusts 127.0.0.1, so any
+    local caller could have claimed an allowed address. The networks are passed normalized:
+    uvicorn ignores one with host bits set, which the variable accepts.
+    """
+    trusted = [str(ipaddress.ip_network(network, strict=False))
+               for network in config.trusted_proxies]
+    return {"host": host, "port": port, "lifespan": "on", "log_level": "info",
+            "access_log": False, "proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 class Command(BaseCommand):
@@ -87,8 +108,8 @@ class Command(BaseCommand):
             f"  a bid      curl -s -X POST {base}/v1/bid -H 'Content-Type: application/json' "
             "--data @docs/examples/bid-request.json\n")
         try:
-            uvicorn.run(embedded_application(grpc_port=grpc_port or None), host=host,
-                        port=port, lifespan="on", log_level="info", access_log=False)
+            uvicorn.run(embedded_application(grpc_port=grpc_port or None),
+                        **uvicorn_options(settings.CONFIG, host=host, port=port))
         finally:
             if isinstance(tasks, InProcessRunner):
                 tasks.stop()
