@@ -11,8 +11,9 @@ Every request sets one log context (`campaign_express.logs.REQUEST`); its id is 
 only if a line is logged. With tracing on (`campaign_express.telemetry`), bids, notices and
 clicks are server spans; off, that costs one module attribute check per request.
 
-In production it runs as its own process (`manage.py bidder`); in embedded mode the
-platform's ASGI router sends `/v1/bid*` here and everything else to Django.
+In production it runs as its own process (`python -m bidding`, served by
+`bidding.http_server`); in embedded mode (`manage.py run`) the platform's ASGI router sends
+`/v1/bid*`, notices and clicks here and everything else to Django.
 """
 
 from __future__ import annotations

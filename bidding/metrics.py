@@ -1,4 +1,6 @@
-"""Bid path metrics, named as the dashboards and alerts query them (DESIGN.md contracts)."""
+"""Bid path metrics, named as the dashboards and alerts query them: the Grafana dashboard
+(`deploy/monitoring/grafana/dashboards/campaign-express-main.json`) and the Prometheus rules
+(`deploy/monitoring/prometheus/rules/campaign-express.yml`). Renaming one breaks them."""
 
 from __future__ import annotations
 

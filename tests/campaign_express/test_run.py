@@ -14,7 +14,7 @@ from bidding.service import BidderService
 from campaign_express.asgi import application as web
 from campaign_express.backends.bus import InProcessBus
 from campaign_express.backends.store import MemoryStore
-from campaign_express.management.commands.run import uvicorn_options
+from campaign_express.management.commands.run import embedded_public_url, uvicorn_options
 from campaign_express.router import PlatformRouter
 from tests.bidding.bidder_fixtures import broad_campaigns, config, fixture, snapshot
 from tests.campaign_express.platform import ROOT, free_port, running_platform
@@ -45,6 +45,28 @@ def test_after_a_restart_the_embedded_bidder_serves_the_saved_config(tmp_path):
         200, "ready", int(published.group(1)))
     assert bid.status_code == 200, bid.text
     assert bid.json()["seatbid"][0]["bid"][0]["adomain"] == ["northwindcoffee.example"]
+
+
+def test_the_public_url_left_at_its_default_follows_the_port_served(tmp_path):
+    assert embedded_public_url(config(tmp_path), host="0.0.0.0", port=8000) == (
+        "http://127.0.0.1:8000")
+    assert embedded_public_url(config(tmp_path), host="192.0.2.7", port=8080) == (
+        "http://192.0.2.7:8080")
+
+
+def test_a_public_url_set_by_the_operator_is_kept(tmp_path):
+    chosen = dataclasses.replace(config(tmp_path), public_url="https://ads.example")
+
+    assert embedded_public_url(chosen, host="0.0.0.0", port=8000) == "https://ads.example"
+
+
+@pytest.mark.slow
+def test_notice_urls_in_bids_name_the_port_the_platform_serves(tmp_path):
+    with running_platform(tmp_path, demo=True) as base:  # a free port, not 8080
+        bid = _bid(base).json()["seatbid"][0]["bid"][0]
+
+    assert bid["nurl"].startswith(f"{base}/v1/notice/win?")
+    assert bid["burl"].startswith(f"{base}/v1/notice/billing?")
 
 
 async def bid_through_embedded_uvicorn(tmp_path, *, trusted_proxies: tuple[str, ...],

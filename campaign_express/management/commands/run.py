@@ -12,6 +12,7 @@ without the publish here the bidder would find no snapshot and answer every bid 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -19,7 +20,28 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from campaign_express.env import Config
+from campaign_express.env import PREFIX, VARIABLES, Config
+
+DEFAULT_PUBLIC_URL = next(variable.default for variable in VARIABLES
+                          if variable.name == f"{PREFIX}PUBLIC_URL")
+
+
+def local_host(host: str) -> str:
+    """Where this machine reaches a server bound to `host` (a wildcard on 127.0.0.1)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def embedded_public_url(config: Config, *, host: str, port: int) -> str:
+    """`CAMPAIGN_EXPRESS__PUBLIC_URL`, or the address served when it is left at its default.
+
+    Notice, billing and click URLs in bids and uploaded assets' URLs start with it: the default
+    names port 8080, which is wrong as soon as `--port` (or `API__HTTP_PORT`) picks another.
+    A value that differs from the default is the operator's (a proxy or a port mapping in
+    front) and is kept.
+    """
+    if config.public_url != DEFAULT_PUBLIC_URL.rstrip("/"):
+        return config.public_url
+    return f"http://{local_host(host)}:{port}"
 
 
 def uvicorn_options(config: Config, *, host: str, port: int) -> dict[str, Any]:
@@ -61,6 +83,11 @@ class Command(BaseCommand):
         from campaign_express.router import embedded_application
         from campaign_express.tasks import InProcessRunner, runner
 
+        public_url = embedded_public_url(settings.CONFIG, host=host, port=port)
+        if public_url != settings.CONFIG.public_url:
+            # Before anything reads them: the snapshot's asset URLs, the bidder's notice URLs.
+            settings.CONFIG = dataclasses.replace(settings.CONFIG, public_url=public_url)
+            settings.PUBLIC_BASE_URL = public_url
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
             call_command("migrate_clickhouse", verbosity=0)
@@ -91,7 +118,7 @@ class Command(BaseCommand):
             self.stdout.write("Loyalty purchases on ingest.> are awarded in this process.")
         for consumer in consumers:
             consumer.start()
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = local_host(host)
         base = f"http://{shown}:{port}"
         self.stdout.write(
             f"\nCampaign Express is starting on {base}\n"
@@ -100,6 +127,8 @@ class Command(BaseCommand):
             f"  API docs   {base}/api/docs/\n"
             f"  live view  {base}/admin/analytics/live/\n"
             f"  health     {base}/health   readiness {base}/ready\n"
+            + (f"  public URL {settings.CONFIG.public_url} (notice, click and asset URLs)\n"
+               if settings.CONFIG.public_url != base else "")
             + (f"  gRPC       {shown}:{grpc_port} (campaign.bidding.v1.BiddingService)\n"
                if grpc_port else "") +
             f"  API token  curl -s -X POST {base}/api/v1/auth/token/ "
