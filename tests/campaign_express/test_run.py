@@ -52,6 +52,7 @@ def test_the_public_url_left_at_its_default_follows_the_port_served(tmp_path):
         "http://127.0.0.1:8000")
     assert embedded_public_url(config(tmp_path), host="192.0.2.7", port=8080) == (
         "http://192.0.2.7:8080")
+    assert embedded_public_url(config(tmp_path), host="::1", port=8000) == "http://[::1]:8000"
 
 
 def test_a_public_url_set_by_the_operator_is_kept(tmp_path):

@@ -27,8 +27,11 @@ DEFAULT_PUBLIC_URL = next(variable.default for variable in VARIABLES
 
 
 def local_host(host: str) -> str:
-    """Where this machine reaches a server bound to `host` (a wildcard on 127.0.0.1)."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    """Where this machine reaches a server bound to `host` (a wildcard on 127.0.0.1), as a URL
+    writes it (an IPv6 address in brackets)."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def embedded_public_url(config: Config, *, host: str, port: int) -> str:
