@@ -4,10 +4,11 @@ Producers (the bid path, notices) call `EventBuffer.emit`, which never blocks an
 fails: when the buffer is full (the bus is down long enough to fill it) the event is
 counted in `analytics_dropped_total` and the caller goes on serving. A `Publisher` task
 drains the buffer in batches — many events per message — onto the JetStream stream
-`ANALYTICS` (subject `analytics.events`). Each batch gets one message id, and a failed
-publish is retried with the same id and payload, so a publish whose confirmation was lost
-is stored once (JetStream's duplicate window) and the events keep their `event_id`s for
-ClickHouse's deduplication.
+`ANALYTICS` (subject `analytics.events`); an event that cannot be encoded is logged, counted
+as dropped and left out of its batch, and the publisher goes on. Each batch gets one
+message id, and a failed publish is retried with the same id and payload, so a publish whose
+confirmation was lost is stored once (JetStream's duplicate window) and the events keep
+their `event_id`s for ClickHouse's deduplication.
 
 Django-free: the bidder runs it.
 """
@@ -21,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
+import msgspec
 from prometheus_client import Counter
 
 from analytics.events import Event, encode_batch
@@ -39,7 +41,11 @@ MAX_MESSAGE_BYTES = 900_000
 QUEUED = Counter("analytics_queued_total", "Analytics events accepted into the buffer.")
 FLUSHED = Counter("analytics_flushed_total", "Analytics events stored in the stream.")
 DROPPED = Counter("analytics_dropped_total",
-                  "Analytics events dropped because the buffer was full.")
+                  "Analytics events dropped because the buffer was full or they could not be "
+                  "encoded.")
+# What encoding an event may raise: msgspec's own error, or Python's on an int too large to
+# write (ValueError past the digit limit) and the like.
+_ENCODE_ERRORS = (msgspec.EncodeError, OverflowError, TypeError, ValueError)
 FLUSH_ERRORS = Counter("analytics_flush_errors_total",
                        "Failed attempts to move a batch on, by stage.", ["stage"])
 
@@ -74,12 +80,30 @@ class EventBuffer:
 
 def split_payloads(events: Sequence[Event]) -> list[tuple[bytes, int]]:
     """Encoded batches with their event counts, each under MAX_MESSAGE_BYTES (a lone
-    oversized event still goes as it is)."""
-    payload = encode_batch(events)
+    oversized event still goes as it is). When the batch does not encode, the events that do
+    not encode alone are logged, counted as dropped and left out."""
+    try:
+        payload = encode_batch(events)
+    except _ENCODE_ERRORS:
+        encodable = [event for event in events if _encodes(event)]
+        if len(encodable) == len(events):  # each encodes alone: send them so
+            return [(encode_batch([event]), 1) for event in events]
+        return split_payloads(encodable) if encodable else []
     if len(payload) <= MAX_MESSAGE_BYTES or len(events) == 1:
         return [(payload, len(events))]
     middle = len(events) // 2
     return split_payloads(events[:middle]) + split_payloads(events[middle:])
+
+
+def _encodes(event: Event) -> bool:
+    try:
+        encode_batch([event])
+    except _ENCODE_ERRORS as error:
+        DROPPED.inc()
+        logger.error("analytics event %s (%s) dropped, it cannot be encoded: %.200s",
+                     event.event_id, event.event_type, error)
+        return False
+    return True
 
 
 class Publisher:
@@ -110,6 +134,8 @@ class Publisher:
                     return True
                 self._pending = [(uuid.uuid4().hex, payload, count)
                                  for payload, count in split_payloads(events)]
+                if not self._pending:
+                    continue
             try:
                 if not self._is_stream_ready:
                     await self.bus.stream_ensure(self.stream, (self.subject,),

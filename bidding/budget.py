@@ -31,6 +31,9 @@ from bidding.snapshot import CampaignEntry
 from campaign_express.backends.store import Script, ScriptContext, Store
 
 MICROS = 1_000_000
+# The most micros one amount (a price, a spend, a conversion value) may be: what a Redis counter
+# and an analytics Int64 column hold. Notices with more are refused before anything counts.
+MAX_MICROS = 2**63 - 1
 DAY_TTL = 3 * 86_400
 HOUR_TTL = 2 * 86_400
 RESERVE_OK, RESERVE_DAILY, RESERVE_TOTAL = 0, 1, 2
@@ -80,17 +83,20 @@ def _reserve(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> in
 # KEYS: spent, day, hour, hold, its held bucket, the bid's committed marker. ARGV: spend, day
 # ttl, hour ttl, marker ttl. Releases the hold (if it has not expired) and counts the spend,
 # once per bid: a second commit of the same bid (the retry of a notice whose first attempt
-# failed after this ran) changes nothing. Returns the day's spend.
+# failed after this ran) changes nothing. The total is counted first: a Lua error stops a script
+# where it is, and an INCRBY past the 64-bit range must leave nothing half done. Returns the
+# day's spend.
 _COMMIT_LUA = """
-if not redis.call('SET', KEYS[6], 1, 'NX', 'EX', tonumber(ARGV[4])) then
+if redis.call('EXISTS', KEYS[6]) == 1 then
   return tonumber(redis.call('GET', KEYS[2]) or '0')
 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
 local amount = redis.call('GET', KEYS[4])
 if amount then
   redis.call('DEL', KEYS[4])
   redis.call('DECRBY', KEYS[5], amount)
 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[6], 1, 'EX', tonumber(ARGV[4]))
 redis.call('INCRBY', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 local day = redis.call('INCRBY', KEYS[2], ARGV[1])
@@ -103,11 +109,11 @@ def _commit(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int
     spend, day_ttl, hour_ttl, marker_ttl = args
     if ctx.get(keys[5]):
         return ctx.get(keys[1])
-    ctx.set(keys[5], 1, marker_ttl)
+    ctx.incrby(keys[0], spend)
     amount = ctx.get(keys[3])
     if ctx.delete(keys[3]):
         ctx.incrby(keys[4], -amount)
-    ctx.incrby(keys[0], spend)
+    ctx.set(keys[5], 1, marker_ttl)
     ctx.incrby(keys[2], spend, hour_ttl)
     return ctx.incrby(keys[1], spend, day_ttl)
 

@@ -9,7 +9,9 @@ and a store error may come between them or after a script ran unheard: each scri
 bid as counted in its own slot, so the exchange's retry counts what is missing and nothing
 twice. An empty price or `AUDIT` (a test render) counts no spend; so does an
 encrypted price (`bidding.pricecrypt`) that fails its integrity check. Such a notice does not
-use the bid's billing up: the one with the real price that follows still counts, once.
+use the bid's billing up: the one with the real price that follows still counts, once. A
+price or conversion value too large to count (its micros past an Int64) is answered 400 and
+counts nothing.
 The loss notice releases the hold and records the loss reason code (in the metric, an OpenRTB
 code below 1000, `exchange` for the exchange-specific ones, `invalid` for anything else: the
 macro is not signed, so its value must not become a label of its own). A click redirects to the
@@ -34,7 +36,7 @@ from urllib.parse import parse_qsl
 
 from prometheus_client import Counter
 
-from bidding.budget import COUNTED_TTL, Ledger, to_micros
+from bidding.budget import COUNTED_TTL, MAX_MICROS, MICROS, Ledger, to_micros
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.events import BidEvents
 from bidding.index import CampaignIndex
@@ -51,15 +53,21 @@ CONVERSION_FIELDS = ("campaign", "creative", "bid")
 ONCE_TTL_SECONDS = COUNTED_TTL
 
 NOTICES = Counter("bids_notices_total", "Notices received, by kind and what became of them "
-                  "(counted, duplicate, forged, no_price, test, unavailable).",
+                  "(counted, duplicate, forged, no_price, out_of_range, test, unavailable).",
                   ["kind", "outcome"])
 LOSSES = Counter("bids_losses_total", "Loss notices by OpenRTB loss reason code.", ["code"])
 
 
 @dataclass(frozen=True)
 class NoticeAnswer:
-    status: int  # 204 counted or ignored, 302 click redirect, 403 forged, 404, 503
+    status: int  # 204 counted or ignored, 302 click redirect, 400 amount out of range,
+    # 403 forged, 404, 503
     location: str = ""
+
+
+class AmountOutOfRange(ValueError):
+    """A price or conversion value too large to count (`MAX_MICROS`): answered 400, and
+    nothing counts."""
 
 
 @dataclass(frozen=True)
@@ -102,16 +110,23 @@ class NoticeHandler:
                 return NoticeAnswer(404)
             once += ":" + query["event"]
         try:
+            price = _clearing_price(query, index) if kind in ("win", "billing") else None
+        except AmountOutOfRange:
+            return _out_of_range(kind, query["bid"], query.get("price", ""))
+        try:
             if await self.store.incr_within(once, 1, limit=1, ttl_seconds=ONCE_TTL_SECONDS) is None:
                 NOTICES.labels(kind, "duplicate").inc()
                 return NoticeAnswer(302 if location else 204, location)
             try:
-                counted = await self._count(kind, query, index, now or time.time())
+                counted = await self._count(kind, query, index, price, now or time.time())
             except StoreUnavailable:
                 # Let a retry count it. What this attempt did count (perhaps without hearing
                 # the reply) is marked in its own slot, so the retry finishes only the rest.
                 await self.store.delete(once)
                 raise
+            except AmountOutOfRange:
+                await self.store.delete(once)  # nothing counted: a sound notice still may
+                return _out_of_range(kind, query["bid"], query.get("price", ""))
             if counted.outcome == "no_price":
                 await self.store.delete(once)  # let the notice with the real price count
         except StoreUnavailable:
@@ -137,7 +152,10 @@ class NoticeHandler:
         if not verify(self.secret, "conversion", fields, CONVERSION_FIELDS):
             NOTICES.labels("conversion", "forged").inc()
             return NoticeAnswer(403)
-        value = notice_price(query.get("value", "")) or Decimal(0)
+        try:
+            value = notice_amount(query.get("value", "")) or Decimal(0)
+        except AmountOutOfRange:
+            return _out_of_range("conversion", fields["bid"], query.get("value", ""))
         tag = f"conversions:{{c{fields['campaign']}}}"
         try:
             once = await self.store.incr_within(f"notice:conversion:{fields['bid']}", 1, limit=1,
@@ -156,7 +174,7 @@ class NoticeHandler:
         return NoticeAnswer(204)
 
     async def _count(self, kind: str, query: dict[str, str], index: CampaignIndex | None,
-                     now: float) -> _Counted:
+                     price: Decimal | None, now: float) -> _Counted:
         campaign_id, hold = int(query["campaign"]), int(query["hold"])
         if kind == "loss":
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
@@ -164,7 +182,6 @@ class NoticeHandler:
             LOSSES.labels(_loss_label(query.get("loss", ""))).inc()
             return _Counted("counted")
         if kind == "win":
-            price = _clearing_price(query, index)
             if price is None:
                 return _Counted("counted")
             return _Counted("counted", to_micros(price), query["cur"])
@@ -172,7 +189,6 @@ class NoticeHandler:
             return _Counted("counted")
         if query.get("test") == "1":
             return _Counted("test")  # a test auction's billing moves no money, counts no cap
-        price = _clearing_price(query, index)
         if price is None:
             # Release the hold all the same: the auction is over.
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
@@ -189,6 +205,8 @@ class NoticeHandler:
                          currency, query["bid"], price)
             return _Counted("no_price")
         spend_micros = to_micros(spend)
+        if spend_micros > MAX_MICROS:  # a price within range, at a rate that takes it out
+            raise AmountOutOfRange(str(spend))
         await self.ledger.commit(campaign_id=campaign_id, time_zone=time_zone,
                                  hold_id=query["bid"], minute=hold, spend=spend_micros,
                                  now=now)
@@ -200,19 +218,30 @@ class NoticeHandler:
 
 def _clearing_price(query: dict[str, str], index: CampaignIndex | None) -> Decimal | None:
     """The notice's `price` (CPM in the bid's currency), decrypted for exchanges that encrypt
-    it; None when it is absent, `AUDIT`, malformed or fails its integrity check."""
+    it; None when it is absent, `AUDIT`, malformed or fails its integrity check. Raises
+    `AmountOutOfRange` for a price too large to count."""
     exchange = index.exchange(query["exchange"]) if index is not None else None
     raw_price = query.get("price", "")
     is_token = raw_price not in ("", "AUDIT") and not raw_price.startswith("${")
     if exchange is not None and exchange.price_decryption and is_token:
         try:
-            return decrypt_price(exchange.price_decryption, raw_price,
-                                 key_ref=exchange.price_key_ref)
+            price = decrypt_price(exchange.price_decryption, raw_price,
+                                  key_ref=exchange.price_key_ref)
         except PriceDecryptionError as error:
             logger.error("exchange %s: price of bid %s not counted: %s", exchange.slug,
                          query["bid"], error)
             return None
-    return notice_price(raw_price)
+        if to_micros(price) > MAX_MICROS:
+            raise AmountOutOfRange(str(price))
+        return price
+    return notice_amount(raw_price)
+
+
+def _out_of_range(kind: str, bid: str, raw: str) -> NoticeAnswer:
+    NOTICES.labels(kind, "out_of_range").inc()
+    logger.warning("%s notice for bid %s: amount %.40s out of range, not counted", kind, bid,
+                   raw)
+    return NoticeAnswer(400)
 
 
 def _loss_label(code: str) -> str:
@@ -232,12 +261,32 @@ def _with_click_token(landing: str, secret: bytes, query: dict[str, str]) -> str
     return f"{landing}{'&' if '?' in landing else '?'}ce_click={token}"
 
 
-def notice_price(raw: str) -> Decimal | None:
-    """The clearing CPM, or None for an empty, `AUDIT`, unsubstituted or malformed price."""
+# The largest power of ten (`Decimal.adjusted`) an amount within MAX_MICROS may have.
+_MAX_ADJUSTED = len(str(MAX_MICROS // MICROS)) - 1
+
+
+def notice_amount(raw: str) -> Decimal | None:
+    """A price (CPM) or conversion value from a macro or the advertiser's postback; None for
+    an empty, `AUDIT`, unsubstituted, negative or malformed one. Raises `AmountOutOfRange`
+    when its micros pass MAX_MICROS. The size is judged by the exponent before any arithmetic:
+    `1e999999999` overflows a multiplication, `int()` of `1e200000` takes seconds."""
     if not raw or raw == "AUDIT" or raw.startswith("${"):
         return None
     try:
-        price = Decimal(raw)
+        amount = Decimal(raw)
     except InvalidOperation:
         return None
-    return price if price.is_finite() and price >= 0 else None
+    if not amount.is_finite() or amount < 0:
+        return None
+    if amount.adjusted() > _MAX_ADJUSTED or to_micros(amount) > MAX_MICROS:
+        raise AmountOutOfRange(raw)
+    return amount
+
+
+def notice_price(raw: str) -> Decimal | None:
+    """The clearing CPM, or None for an empty, `AUDIT`, unsubstituted, malformed or out of
+    range price (`notice_amount`)."""
+    try:
+        return notice_amount(raw)
+    except AmountOutOfRange:
+        return None

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import nats
 import pytest
 from prometheus_client import REGISTRY
@@ -191,6 +193,30 @@ async def test_a_batch_that_failed_to_publish_is_retried_with_the_same_message_i
 
     assert _metric("analytics_flush_errors_total", stage="publish") - errors_before == 1
     assert len(stored) == 1
+    await bus.close()
+
+
+async def test_an_event_that_cannot_be_encoded_is_dropped_and_the_rest_published() -> None:
+    stream, subject = _names()
+    bus = InProcessBus()
+    await bus.connect()
+    buffer = EventBuffer()
+    publisher = Publisher(buffer=buffer, bus=bus, stream=stream, subject=subject)
+    # More digits than Python writes out: what a conversion value of 1e5000 made.
+    unencodable = msgspec.structs.replace(_event(2), price_micros=10**5000)
+    for event in (_event(1), unencodable, _event(3)):
+        buffer.emit(event)
+    dropped_before = _metric("analytics_dropped_total")
+
+    published = await publisher.publish_pending()
+    buffer.emit(_event(4))
+    published_after = await publisher.publish_pending()
+    stored = await bus.stream_fetch(stream, "sink", batch=10, timeout=0.2)
+
+    assert (published, published_after) == (True, True)
+    assert _metric("analytics_dropped_total") - dropped_before == 1
+    assert [[event["request_id"] for event in json.loads(message.data)]
+            for message in stored] == [["r00001", "r00003"], ["r00004"]]
     await bus.close()
 
 

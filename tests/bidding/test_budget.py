@@ -10,8 +10,17 @@ from decimal import Decimal
 import pytest
 import redis
 
-from bidding.budget import RESERVE_DAILY, RESERVE_OK, RESERVE_TOTAL, Ledger, to_micros, user_key
+from bidding.budget import (
+    RESERVE_DAILY,
+    RESERVE_OK,
+    RESERVE_TOTAL,
+    Ledger,
+    spend_keys,
+    to_micros,
+    user_key,
+)
 from bidding.snapshot import CampaignEntry
+from campaign_express.backends.redis_wire import ReplyError
 from campaign_express.backends.store import MemoryStore, RedisStore
 
 NOON = datetime(2030, 5, 6, 12, 0, tzinfo=UTC).timestamp()  # a Monday, 12:00 UTC
@@ -177,6 +186,29 @@ async def test_an_impression_counted_with_its_bid_counts_once_toward_the_caps(st
     assert await ledger.count_impression(user=user, campaign_id=capped.id, bid_id="b-2",
                                          now=NOON)
     assert await ledger.capped(user=user, campaigns=(capped,), now=NOON) == {capped.id}
+
+
+@pytest.mark.redis
+async def test_a_commit_past_the_64_bit_range_fails_whole_and_leaves_the_hold(redis_url):
+    store = RedisStore(redis_url)
+    ledger = Ledger(store)
+    campaign = make_campaign(campaign_id())
+    minute = int(NOON // 60)
+    await ledger.reserve(campaign, amount=200_000, hold_id="a", now=NOON)
+    spent_key, day_key, _ = spend_keys(campaign.id, "UTC", NOON)
+    await store.set(spent_key, str(2**63 - 10).encode())
+
+    with pytest.raises(ReplyError, match="overflow"):
+        await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="a",
+                            minute=minute, spend=100, now=NOON)
+
+    assert await store.get_many([spent_key, day_key]) == [str(2**63 - 10).encode(), None]
+    assert await ledger.release(campaign_id=campaign.id, hold_id="a", minute=minute) == 200_000
+    await store.set(spent_key, b"0")
+    # Not marked committed: the retry, once the total allows it, counts.
+    assert await ledger.commit(campaign_id=campaign.id, time_zone="UTC", hold_id="a",
+                               minute=minute, spend=100, now=NOON) == 100
+    await store.close()
 
 
 def _bidder_process(url: str, campaign: dict, max_bid: int, rounds: int, results) -> None:

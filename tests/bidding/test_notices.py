@@ -4,13 +4,14 @@ import base64
 import hashlib
 import hmac
 import os
+from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from prometheus_client import REGISTRY
 
 from bidding.budget import COMMIT, COUNT_IMPRESSION, user_key
-from bidding.notices import NoticeHandler
+from bidding.notices import AmountOutOfRange, NoticeHandler, notice_amount
 from bidding.service import BidderService
 from bidding.snapshot import ExchangeEntry
 from campaign_express.backends.bus import InProcessBus
@@ -275,3 +276,48 @@ async def test_a_billing_retried_after_a_store_error_counts_spend_and_cap_once(
     await service.engine.ledger.count_impression(user=user, campaign_id=1)
     assert await service.engine.ledger.capped(user=user, campaigns=capped) == {1}
     await service.stop()
+
+
+@pytest.mark.parametrize("price", ["1e30", "1e999999999", "9223372036855", "1e200000"])
+async def test_a_billing_or_win_price_too_large_is_refused_and_counts_nothing(bidder, price):
+    service, handler = bidder
+    urls = await bid_urls(service)
+
+    billing = await notice(service, handler, urls["billing"], AUCTION_PRICE=price)
+    win = await notice(service, handler, urls["win"], AUCTION_PRICE=price)
+
+    assert (billing.status, win.status) == (400, 400)
+    assert await service.engine.ledger.spent(1) == 0
+    assert await service.engine.ledger.capped(
+        user=user_key("ce-user-123"), campaigns=service.engine.index.snapshot.campaigns) == set()
+    # The hold is still there, and the notice with a sound price still counts, once.
+    assert (await notice(service, handler, urls["billing"], AUCTION_PRICE="2")).status == 204
+    assert (await notice(service, handler, urls["billing"], AUCTION_PRICE="2")).status == 204
+    assert await service.engine.ledger.spent(1) == 2000
+
+
+@pytest.mark.parametrize("value", ["1e5000", "1e200000", "1e999999999", "9223372036855"])
+async def test_a_conversion_value_too_large_is_refused_and_counts_nothing(bidder, value):
+    service, _ = bidder
+    urls = await bid_urls(service)
+    async with client(service) as http:
+        landing = await http.get(urls["click"].removeprefix("http://127.0.0.1:8080"))
+        token = dict(parse_qsl(urlsplit(landing.headers["location"]).query))["ce_click"]
+        refused = await http.get(f"/v1/conversion?click={token}&value={value}")
+        counted_before = await service.store.get("conversions:{c1}:count")
+        counted = await http.get(f"/v1/conversion?click={token}&value=19.90")
+
+    assert (refused.status_code, counted.status_code) == (400, 204)
+    assert counted_before is None
+    assert await service.store.get("conversions:{c1}:count") == b"1"
+    assert await service.store.get("conversions:{c1}:value") == b"19900000"
+
+
+def test_an_amount_counts_up_to_what_an_int64_of_micros_holds():
+    assert notice_amount("9223372036854.775807") == Decimal("9223372036854.775807")
+    assert notice_amount("0.000001e-999999999") == Decimal("1e-1000000005")
+    assert (notice_amount(""), notice_amount("AUDIT"), notice_amount("-1")) == (None, None, None)
+    assert (notice_amount("NaN"), notice_amount("sNaN"), notice_amount("Inf")) == (None,) * 3
+    for raw in ("9223372036854.775808", "1e13", "1" * 5000):
+        with pytest.raises(AmountOutOfRange):
+            notice_amount(raw)
