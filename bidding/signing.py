@@ -92,9 +92,16 @@ class Signer:
 
 def verify(secret: bytes, purpose: str, query: Mapping[str, str],
            signed_fields: tuple[str, ...]) -> bool:
-    """True when ``query`` carries every signed field and a matching signature."""
+    """True when ``query`` carries every signed field and a matching signature.
+
+    A signed value holding a newline is refused: the signed body joins ``key=value`` lines
+    with newlines, so such a value could carry text from one field into the next (auction
+    ``r1\nbid=x`` and bid ``b`` sign as auction ``r1`` and bid ``x\nbid=b``). Our own
+    values never hold one; an exchange's ids are refused before they are signed."""
     if any(field not in query for field in signed_fields):
         return False
     fields = {field: query[field] for field in signed_fields}
+    if any("\n" in value for value in fields.values()):
+        return False
     return hmac.compare_digest(_signature(secret, purpose, _body(fields)),
                                query.get(SIGNATURE_FIELD, ""))

@@ -11,8 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bidding.budget import COMMIT, COUNT_IMPRESSION, user_key
+from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.notices import AmountOutOfRange, NoticeHandler, notice_amount
 from bidding.service import BidderService
+from bidding.signing import signed_query
 from bidding.snapshot import ExchangeEntry
 from campaign_express.backends.bus import InProcessBus
 from campaign_express.backends.store import MemoryStore, StoreUnavailable
@@ -321,3 +323,20 @@ def test_an_amount_counts_up_to_what_an_int64_of_micros_holds():
     for raw in ("9223372036854.775808", "1e13", "1" * 5000):
         with pytest.raises(AmountOutOfRange):
             notice_amount(raw)
+
+
+async def test_a_notice_whose_signed_ids_hold_a_newline_is_refused_and_counts_nothing(bidder):
+    service, handler = bidder
+    _, fields = query((await bid_urls(service))["billing"], AUCTION_PRICE="2")
+    # The review's case: a request id "r1\nbid=x" signed into the URL, then the text moved
+    # from the auction into the bid, which names another hold and another once key.
+    signed = dict(parse_qsl(signed_query(SECRET, "billing", {
+        **{field: fields[field] for field in NOTICE_FIELDS + CAMPAIGN_NOTICE_FIELDS},
+        "auction": "r1\nbid=x"}), keep_blank_values=True))
+    moved = {**signed, "auction": "r1", "bid": "x\nbid=" + fields["bid"]}
+
+    answers = [await handler.handle("billing", {**fields_, "price": "2"},
+                                    index=service.engine.index) for fields_ in (signed, moved)]
+
+    assert [answer.status for answer in answers] == [403, 403]
+    assert await service.engine.ledger.spent(1) == 0

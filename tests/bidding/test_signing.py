@@ -42,3 +42,16 @@ def test_an_altered_field_another_purpose_or_key_or_a_missing_field_fails():
 def test_the_precomputed_hmac_is_hmac_sha256(secret):
     for message in (b"", b"win\nauction=1", b"x" * 1000):
         assert hmac_sha256(secret, message) == hmac.digest(secret, message, "sha256")
+
+
+def test_a_newline_in_a_signed_value_is_refused_so_no_text_moves_between_fields():
+    # An exchange's auction id "r1\nbid=x" signs the same body as auction "r1" with bid
+    # "x\nbid=<the bid>": each would verify the other's signature.
+    query = parse(signed_query(SECRET, "billing", {"auction": "r1\nbid=x", "imp": "1",
+                                                   "bid": "b-9", "campaign": "42"}))
+    moved = {**query, "auction": "r1", "bid": "x\nbid=b-9"}
+
+    assert not verify(SECRET, "billing", query, FIELDS)
+    assert not verify(SECRET, "billing", moved, FIELDS)
+    assert verify(SECRET, "billing", parse(signed_query(SECRET, "billing", {
+        "auction": "r1 bid=x", "imp": "1", "bid": "b-9", "campaign": "42"})), FIELDS)
