@@ -12,6 +12,8 @@ encrypted price (`bidding.pricecrypt`) that fails its integrity check. Such a no
 use the bid's billing up: the one with the real price that follows still counts, once. A
 price or conversion value too large to count (its micros past an Int64) is answered 400 and
 counts nothing.
+The spend counts in the campaign's currency and on its day in its time zone, taken from the
+served snapshot or, for a campaign it no longer holds, from the URL's signed `ccur` and `tz`.
 The loss notice releases the hold and records the loss reason code (in the metric, an OpenRTB
 code below 1000, `exchange` for the exchange-specific ones, `invalid` for anything else: the
 macro is not signed, so its value must not become a label of its own). A click redirects to the
@@ -195,8 +197,10 @@ class NoticeHandler:
                                       minute=hold)
             return _Counted("no_price")
         campaign = index.campaign(campaign_id) if index is not None else None
-        currency = campaign.currency if campaign is not None else query["cur"]
-        time_zone = campaign.time_zone if campaign is not None else "UTC"
+        if campaign is not None:
+            currency, time_zone = campaign.currency, campaign.time_zone
+        else:  # no longer served (paused, ended): what the URL signed, if it is that recent
+            currency, time_zone = query.get("ccur") or query["cur"], query.get("tz") or "UTC"
         rates = index.snapshot.usd_rates if index is not None else {}
         try:
             spend = convert(price / 1000, source=query["cur"], target=currency, usd_rates=rates)

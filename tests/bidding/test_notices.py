@@ -4,13 +4,14 @@ import base64
 import hashlib
 import hmac
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from prometheus_client import REGISTRY
 
-from bidding.budget import COMMIT, COUNT_IMPRESSION, user_key
+from bidding.budget import COMMIT, COUNT_IMPRESSION, spend_keys, user_key
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.notices import AmountOutOfRange, NoticeHandler, notice_amount
 from bidding.service import BidderService
@@ -340,3 +341,44 @@ async def test_a_notice_whose_signed_ids_hold_a_newline_is_refused_and_counts_no
 
     assert [answer.status for answer in answers] == [403, 403]
     assert await service.engine.ledger.spent(1) == 0
+
+
+async def test_a_late_billing_for_a_campaign_no_longer_served_counts_in_its_currency_and_day(
+        tmp_path):
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), pacing="accelerated", currency="EUR",
+        time_zone="Pacific/Pago_Pago"))
+    handler = NoticeHandler(store=service.store, ledger=service.engine.ledger, secret=SECRET)
+    async with client(service) as http:
+        bid = (await http.post("/v1/bid", json={**fixture("banner-site-2.6.json"),
+                                                "cur": ["USD"]})).json()
+    burl = bid["seatbid"][0]["bid"][0]["burl"]
+    service.install(snapshot(campaign(2, creative(21, "banner")), version=2))  # 1 ended
+    # 05:00 UTC: still the day before in Pago Pago (UTC-11).
+    now = datetime.now(UTC).replace(hour=5, minute=0, second=0, microsecond=0).timestamp()
+
+    kind, fields = query(burl, AUCTION_PRICE="1.0")
+    answer = await handler.handle(kind, fields, index=service.engine.index, now=now)
+
+    assert (fields["cur"], fields["ccur"], fields["tz"]) == ("USD", "EUR", "Pacific/Pago_Pago")
+    assert answer.status == 204
+    assert await service.engine.ledger.spent(1) == 920  # 1.0 USD CPM at 0.92 EUR a dollar
+    local_day = spend_keys(1, "Pacific/Pago_Pago", now)[1]
+    utc_day = spend_keys(1, "UTC", now)[1]
+    assert local_day != utc_day
+    assert await service.store.get_many([local_day, utc_day]) == [b"920", None]
+    await service.stop()
+
+
+async def test_a_late_billing_from_a_url_without_the_campaign_fields_counts_as_before(bidder):
+    service, handler = bidder
+    kind, fields = query((await bid_urls(service))["billing"], AUCTION_PRICE="1.5")
+    signed = {field: fields[field] for field in NOTICE_FIELDS}
+    minted_before = dict(parse_qsl(signed_query(SECRET, kind, signed) + "&price=1.5",
+                                   keep_blank_values=True))
+    service.install(snapshot(campaign(2, creative(21, "banner")), version=2))
+
+    answer = await handler.handle(kind, minted_before, index=service.engine.index)
+
+    assert answer.status == 204
+    assert await service.engine.ledger.spent(1) == 1500  # the bid's currency, USD
