@@ -2,7 +2,9 @@
 
 Bidders count spend in the store (Redis) as billing notices arrive. A periodic task copies
 each running campaign's total and today's spend into `Campaign.spent` and
-`CampaignDailySpend`, only ever upwards (a counter never un-spends). Those rows only ever take
+`CampaignDailySpend`, only ever upwards (a counter never un-spends). Yesterday's counter
+(in the advertiser's time zone) is copied too while it lasts (`DAY_TTL`), so what was billed
+between the last run before midnight and midnight reaches its row. Those rows only ever take
 a counter's value (rounded to PostgreSQL's 4 decimals, so up to 100 micros above it), so a
 counter further below them has lost its data (Redis restarted empty): it
 holds only what bidders counted since, and what PostgreSQL holds is added to it, before
@@ -15,7 +17,7 @@ restored to the day counts as spent before this hour, so pacing stays within the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -67,33 +69,44 @@ def spend_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         status__in=RECONCILED_STATUSES, end_at__gte=now - timedelta(days=2)
     ).select_related("advertiser")
     for campaign in campaigns:
-        total_key, day_key, _ = spend_keys(campaign.pk, campaign.advertiser.time_zone,
-                                           now.timestamp())
-        today = now.astimezone(ZoneInfo(campaign.advertiser.time_zone)).date()
+        time_zone = campaign.advertiser.time_zone
+        total_key, day_key, _ = spend_keys(campaign.pk, time_zone, now.timestamp())
+        today = now.astimezone(ZoneInfo(time_zone)).date()
+        yesterday = today - timedelta(days=1)
+        # Noon, not now minus 24 hours: a day of 25 hours (DST ends) would give today again.
+        previous_key = spend_keys(campaign.pk, time_zone, datetime.combine(
+            yesterday, time(12), ZoneInfo(time_zone)).timestamp())[1]
         day_row = CampaignDailySpend.objects.filter(campaign=campaign, date=today).first()
 
         restored, values = store_call(partial(
-            _restore_and_read, keys=(total_key, day_key),
+            _restore_and_read, keys=(total_key, day_key, previous_key),
             saved=(_micros(campaign.spent), _micros(day_row.amount if day_row else Decimal(0)))))
         counts["rebuilt"] += restored > 0
-        total, day = (int(value) if value is not None else None for value in values)
+        total, day, previous = (int(value) if value is not None else None for value in values)
         with transaction.atomic():
             if total is not None:
                 counts["updated"] += Campaign.objects.filter(
                     pk=campaign.pk, spent__lt=Decimal(total) / MICROS).update(
                     spent=Decimal(total) / MICROS)
-            if day is not None:
-                row, _ = CampaignDailySpend.objects.get_or_create(campaign=campaign, date=today)
-                CampaignDailySpend.objects.filter(pk=row.pk, amount__lt=Decimal(day) / MICROS
-                                                  ).update(amount=Decimal(day) / MICROS)
+            for day_date, amount in ((today, day), (yesterday, previous)):
+                if amount is not None:
+                    _daily_spend_raise(campaign=campaign, day=day_date, micros=amount)
     return counts
 
 
-async def _restore_and_read(store: Store, *, keys: tuple[str, str],
+def _daily_spend_raise(*, campaign: Campaign, day: date, micros: int) -> None:
+    """The campaign's row for ``day`` up to ``micros``, never down."""
+    row, _ = CampaignDailySpend.objects.get_or_create(campaign=campaign, date=day)
+    CampaignDailySpend.objects.filter(pk=row.pk, amount__lt=Decimal(micros) / MICROS).update(
+        amount=Decimal(micros) / MICROS)
+
+
+async def _restore_and_read(store: Store, *, keys: tuple[str, str, str],
                             saved: tuple[int, int]) -> tuple[int, list[bytes | None]]:
-    """Restores the total and today's counters (`keys`) from PostgreSQL's values (`saved`,
-    micros) where they lost their data; the number restored and the counters' values."""
-    total_key, day_key = keys
+    """Restores the total and today's counters (`keys`, then yesterday's) from PostgreSQL's
+    values (`saved`, micros) where they lost their data; the number restored and the three
+    counters' values. Yesterday's is only read: bidders no longer hold against it."""
+    total_key, day_key, _ = keys
     restored = await store.run(RESTORE, [total_key], [saved[0], ROUNDING_MICROS, 0])
     restored += await store.run(RESTORE, [day_key], [saved[1], ROUNDING_MICROS, DAY_TTL])
-    return restored, await store.get_many([total_key, day_key])
+    return restored, await store.get_many(list(keys))

@@ -1,7 +1,7 @@
 """Spend reconciliation between the bidders' counters and PostgreSQL."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -128,6 +128,46 @@ def test_a_counter_finer_than_postgresql_keeps_its_value(store_backend, running)
 
     assert (first["rebuilt"], again["rebuilt"]) == (0, 0)
     assert (store_get(total_key), store_get(day_key)) == (b"12345678", b"2345678")
+    store_set(total_key, None)
+    store_set(day_key, None)
+
+
+def test_spend_billed_before_midnight_reaches_yesterdays_row(store_backend, running):
+    running.advertiser.time_zone = "America/New_York"
+    running.advertiser.save()
+    # 03:30 UTC on 10 March is 22:30 on the 9th in New York: the last run of the day there.
+    before_midnight = datetime(2030, 3, 10, 3, 30, tzinfo=UTC)
+    after_midnight = datetime(2030, 3, 10, 5, 10, tzinfo=UTC)  # 00:10 on the 10th
+    total_key, ninth_key, _ = spend_keys(running.pk, "America/New_York",
+                                         before_midnight.timestamp())
+    tenth_key = spend_keys(running.pk, "America/New_York", after_midnight.timestamp())[1]
+    store_set(total_key, 2_000_000)
+    store_set(ninth_key, 2_000_000)
+    spend_reconcile(now=before_midnight)
+    store_set(total_key, 2_750_000)  # 0.75 more billed on the 9th before midnight
+    store_set(ninth_key, 2_750_000)
+    store_set(tenth_key, None)
+
+    spend_reconcile(now=after_midnight)
+
+    rows = dict(CampaignDailySpend.objects.filter(campaign=running).values_list("date", "amount"))
+    assert rows == {date(2030, 3, 9): Decimal("2.75")}
+    running.refresh_from_db()
+    assert running.spent == Decimal("2.75")
+    for key in (total_key, ninth_key):
+        store_set(key, None)
+
+
+def test_no_row_is_made_for_yesterday_without_its_counter(store_backend, running):
+    total_key, day_key = counters(running)
+    yesterday_key = spend_keys(running.pk, "UTC", (NOW - timedelta(days=1)).timestamp())[1]
+    store_set(yesterday_key, None)
+    store_set(day_key, 1_000_000)
+
+    spend_reconcile(now=NOW)
+
+    rows = dict(CampaignDailySpend.objects.filter(campaign=running).values_list("date", "amount"))
+    assert rows == {NOW.date(): Decimal("1")}
     store_set(total_key, None)
     store_set(day_key, None)
 
