@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from bidding.openrtb import tcf
 from bidding.openrtb.request import (
     Audio,
     Banner,
@@ -160,12 +161,12 @@ class RequestView(msgspec.Struct, frozen=True, gc=False):
     one, since it would merge every such user into one profile and one frequency cap.
 
     `has_user_consent` is the conservative gate for using personal data. It is False when
-    COPPA applies, or GDPR applies and there is no consent string, or `us_privacy` says "Y"
-    (opted out of sale) in its third character, or `gpp_sid` names sections that apply while
-    `gpp` carries no string, or `lmt` or `dnt` is set; True otherwise.
-    It does not parse the TCF string's purposes and vendors, nor GPP sections: a consent
-    string that is present but refuses our purposes still reads as consent here, and the
-    policy that decodes TCF/GPP must narrow it.
+    COPPA applies, or GDPR applies and the TCF v2 consent string does not consent to
+    purposes 1, 3 and 4 (`bidding.openrtb.tcf`; no string, or one that cannot be read, does
+    not), or `us_privacy` says "Y" (opted out of sale) in its third character, or `gpp_sid`
+    names sections that apply while `gpp` carries no string, or `lmt` or `dnt` is set; True
+    otherwise. The TCF string's vendor list is not read (the platform has no IAB vendor id
+    of its own to look up), nor are GPP sections.
     """
 
     request_id: str
@@ -255,7 +256,7 @@ def normalize(request: BidRequest) -> RequestView:
     coppa_applies = coppa is True
     has_user_consent = not (
         coppa_applies
-        or (gdpr is True and not consent)
+        or (gdpr is True and not tcf.allows_personalised_ads(consent))
         or (len(us_privacy) >= 3 and us_privacy[2].upper() == "Y")
         or (bool(gpp_sid) and not gpp)
         or limits_ad_tracking
@@ -535,7 +536,7 @@ def _gpp_sections(raw: object) -> tuple[int, ...]:
     for item in raw:
         if isinstance(item, int) and not isinstance(item, bool):
             sections.append(item)
-        elif isinstance(item, str) and item.isdigit():
+        elif isinstance(item, str) and item.isascii() and item.isdigit():
             sections.append(int(item))
     return tuple(sections)
 

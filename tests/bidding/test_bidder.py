@@ -497,8 +497,8 @@ async def test_a_user_at_a_frequency_cap_gets_no_bid_and_others_still_do(tmp_pat
     await service.engine.ledger.count_impression(user=user_key("ce-user-123"), campaign_id=1)
 
     capped = await post(service, request)
-    someone_else = await post(service, {**request, "user": {"buyeruid": "another-user",
-                                                            "consent": "CP"}})
+    someone_else = await post(service, {**request, "user": {
+        "buyeruid": "another-user", "consent": request["user"]["consent"]}})
 
     assert first["cid"] == "1"
     assert capped.status_code == 204

@@ -54,9 +54,9 @@ def test_privacy_and_schain_are_read_from_2_6_fields():
     view = _fixture("banner-site-2.6.json")
 
     assert view.gdpr_applies is True
-    assert view.consent == "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"
+    assert view.consent == "CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgAAAAAAAA"
     assert view.us_privacy == "1YNN"
-    assert view.gpp == "DBACNYA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN"
+    assert view.gpp == "DBACNYA~CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgAAAAAAAA~1YNN"
     assert view.gpp_sid == (2, 6)
     assert view.coppa_applies is False
     assert view.has_user_consent is True
@@ -294,11 +294,20 @@ def test_identity_rule(user, ifa, expected):
     assert _view(**fields).user_id == expected
 
 
+# TCF v2 core segments (tests/bidding/test_tcf.py's `encode`) consenting to these purposes.
+TCF_PURPOSES_1_TO_4 = "CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgAAAAAAAA"
+TCF_PURPOSES_1_AND_2 = "CPXegUAPXegUAAfKABENB-EgAMAAAAAAAAYgAAAAAAAA"
+
+
 @pytest.mark.parametrize(("fields", "expected"), [
     ({}, True),
     ({"regs": {"coppa": 1}}, False),
     ({"regs": {"gdpr": 1}}, False),
-    ({"regs": {"gdpr": 1}, "user": {"consent": "CPXx"}}, True),
+    ({"regs": {"gdpr": 1}, "user": {"consent": TCF_PURPOSES_1_TO_4}}, True),
+    ({"regs": {"gdpr": 1}, "user": {"ext": {"consent": TCF_PURPOSES_1_TO_4}}}, True),
+    ({"regs": {"gdpr": 1}, "user": {"consent": TCF_PURPOSES_1_AND_2}}, False),
+    ({"regs": {"gdpr": 1}, "user": {"consent": "CPXx"}}, False),  # not a TCF v2 string
+    ({"regs": {"gdpr": 0}, "user": {"consent": TCF_PURPOSES_1_AND_2}}, True),
     ({"regs": {"gdpr": 0}}, True),
     ({"regs": {"us_privacy": "1YYN"}}, False),
     ({"regs": {"us_privacy": "1yyn"}}, False),

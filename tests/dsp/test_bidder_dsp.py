@@ -62,7 +62,7 @@ async def test_a_partner_outbidding_our_campaigns_wins_and_hears_of_its_win(tmp_
             await service.stop()
     [sent] = dsp.requests
     assert (sent["regs"]["gdpr"], sent["user"]["consent"][:4], sent["imp"][0]["bidfloor"]) == (
-        1, "CPXx", 0.625)
+        1, "CPXe", 0.625)
     [win] = notices.notices
     assert dict(parse_qsl(urlsplit(win).query)) == {
         "auction": "req-banner-26", "bidid": "resp1", "imp": "1", "seat": "seat-1",
