@@ -56,10 +56,13 @@ class BidHandler:
         events = self.service.events
         try:
             request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
-        except InvalidRequest:
+        except InvalidRequest as error:
+            events.no_bid(request_id=error.request_id, exchange=exchange,
+                          reason=NoBid.INVALID_REQUEST)
+            if error.request_id:  # it names itself: a no-bid like any other
+                return self.no_bid(exchange, error.request_id, NoBid.INVALID_REQUEST)
             metrics.no_bids(NoBid.INVALID_REQUEST.value).inc()
             metrics.responses(exchange.slug, "invalid").inc()
-            events.no_bid(request_id="", exchange=exchange, reason=NoBid.INVALID_REQUEST)
             return Answer(400, reason=NoBid.INVALID_REQUEST)
         index = self.service.engine.index
         dsp = self.service.dsp

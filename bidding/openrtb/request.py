@@ -17,6 +17,7 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -33,11 +34,29 @@ Id = str | int
 
 
 class InvalidRequest(ValueError):
-    """The body is not an OpenRTB bid request we can read: answer 400 (§2.1), nbr 2."""
+    """The body is not an OpenRTB bid request we can read.
 
-    def __init__(self, reason: str) -> None:
+    Without a ``request_id`` (not JSON, no `id`, no `imp`, over the size limit) the answer
+    is 400 (§2.1). With one, the request names itself and its impressions but breaks the
+    spec further in (a field of the wrong type, an id with control characters): it gets a
+    no-bid with nbr 2, like any other request we do not bid on.
+    """
+
+    def __init__(self, reason: str, *, request_id: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.request_id = request_id
+
+
+class _Envelope(msgspec.Struct):
+    """Just enough of a request to answer it with a no-bid."""
+
+    id: str
+    imp: list[Any]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Object(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
@@ -400,15 +419,17 @@ def decode_request(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> BidReques
     """Decode a bid request body, or raise `InvalidRequest` with the reason.
 
     Nothing else escapes: invalid JSON, a wrong type, a missing or empty `id`, a missing or
-    empty `imp`, an imp without an id, a body over `max_bytes` and nesting too deep to parse
-    all become `InvalidRequest`, which the transport answers with 400 and no body.
+    empty `imp`, an imp without an id, an id with a control character, a body over
+    `max_bytes` and nesting too deep to parse all become `InvalidRequest`. The transport
+    answers 400 and no body, or a no-bid when the error carries the request's id.
     """
     if len(body) > max_bytes:
         raise InvalidRequest(f"body is {len(body)} bytes, over the limit of {max_bytes}")
     try:
         request = _DECODER.decode(body)
     except msgspec.ValidationError as error:
-        raise InvalidRequest(f"not a bid request: {error}") from None
+        raise InvalidRequest(f"not a bid request: {error}",
+                             request_id=_answerable_id(body)) from None
     except msgspec.DecodeError as error:
         raise InvalidRequest(f"invalid JSON: {error}") from None
     except RecursionError:
@@ -419,5 +440,20 @@ def decode_request(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> BidReques
         raise InvalidRequest("imp is empty")
     for position, imp in enumerate(request.imp):
         if imp.id == "":
-            raise InvalidRequest(f"imp[{position}].id is empty")
+            raise InvalidRequest(f"imp[{position}].id is empty", request_id=request.id)
+        if isinstance(imp.id, str) and _CONTROL_CHARACTER.search(imp.id):
+            raise InvalidRequest(f"imp[{position}].id holds a control character",
+                                 request_id=request.id)
+    if _CONTROL_CHARACTER.search(request.id):
+        # Ids travel in our signed notice URLs, whose signature could not tell them apart.
+        raise InvalidRequest("id holds a control character", request_id=request.id)
     return request
+
+
+def _answerable_id(body: bytes) -> str:
+    """The request's id when the body has a string `id` and a non-empty `imp` list."""
+    try:
+        envelope = _ENVELOPE.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return ""
+    return envelope.id if envelope.imp else ""

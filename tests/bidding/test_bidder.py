@@ -106,6 +106,27 @@ async def test_an_unreadable_request_is_a_400_without_a_body(service, body):
     assert (response.status_code, response.content) == (400, b"")
 
 
+@pytest.mark.parametrize("changes", [
+    {"user.data.0.segment.0.value": 5},
+    {"imp.0.pmp": {"deals": [{"bidfloor": 1}]}},
+    {"tmax": 120.5},
+    {"cur": "USD"},
+    {"imp.0.bidfloor": True},
+    {"imp.0.banner.format": [None]},
+    {"imp.0.id": "1\nbid=x"},
+    {"id": "r1\nbid=x"},
+], ids=["segment-id", "deal-without-id", "tmax-float", "cur-string", "bidfloor-bool",
+        "format-null", "imp-id-newline", "id-newline"])
+async def test_a_request_that_names_itself_but_breaks_the_spec_gets_nbr_2(service, changes):
+    request = with_changes(fixture("banner-site-2.6.json"), changes)
+
+    plain = await post(service, request)
+    with_reason = await post(service, request, path="/v1/bid/reasons")
+
+    assert (plain.status_code, plain.content) == (204, b"")
+    assert with_reason.json() == {"id": request["id"], "nbr": 2}
+
+
 async def test_a_body_over_the_limit_is_a_400(service):
     request = fixture("banner-site-2.6.json")
     request["site"]["keywords"] = "x" * 300_000
