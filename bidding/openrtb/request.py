@@ -51,7 +51,7 @@ class InvalidRequest(ValueError):
 class _Envelope(msgspec.Struct):
     """Just enough of a request to answer it with a no-bid."""
 
-    id: str
+    id: Id
     imp: list[Any]
 
 
@@ -438,22 +438,23 @@ def decode_request(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> BidReques
         raise InvalidRequest("id is empty")
     if not request.imp:
         raise InvalidRequest("imp is empty")
+    request_id = str(request.id)
     for position, imp in enumerate(request.imp):
         if imp.id == "":
-            raise InvalidRequest(f"imp[{position}].id is empty", request_id=request.id)
+            raise InvalidRequest(f"imp[{position}].id is empty", request_id=request_id)
         if isinstance(imp.id, str) and _CONTROL_CHARACTER.search(imp.id):
             raise InvalidRequest(f"imp[{position}].id holds a control character",
-                                 request_id=request.id)
-    if _CONTROL_CHARACTER.search(request.id):
+                                 request_id=request_id)
+    if _CONTROL_CHARACTER.search(request_id):
         # Ids travel in our signed notice URLs, whose signature could not tell them apart.
-        raise InvalidRequest("id holds a control character", request_id=request.id)
+        raise InvalidRequest("id holds a control character", request_id=request_id)
     return request
 
 
 def _answerable_id(body: bytes) -> str:
-    """The request's id when the body has a string `id` and a non-empty `imp` list."""
+    """The request's id when the body has an `id` and a non-empty `imp` list."""
     try:
         envelope = _ENVELOPE.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return ""
-    return envelope.id if envelope.imp else ""
+    return str(envelope.id) if envelope.imp else ""
