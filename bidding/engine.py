@@ -450,14 +450,21 @@ def _has_caps(campaign: CampaignEntry) -> bool:
 
 
 def _floor(offer: _Offer) -> tuple[Decimal, str]:
-    """The floor that applies, in its currency: the deal's first, then a video or audio
-    price per second times the creative's duration, then the impression's (OpenRTB
-    implementation notes 7.11.2)."""
+    """The floor that applies, in its currency: the deal's first; then for video and audio
+    the floor of the duration range (2.6 `durfloors`) holding the creative's duration and
+    the price per second times that duration (the higher, when both apply); then the
+    impression's (OpenRTB implementation notes 7.11.2)."""
     if offer.deal is not None:
         return offer.deal.floor, offer.deal.floor_currency
     imp = offer.imp
     timed = imp.timed(offer.media)
     duration = offer.candidate.creative.duration_seconds
-    if timed is not None and timed.min_cpm_per_second is not None and duration:
-        return timed.min_cpm_per_second * duration, imp.floor_currency
+    if timed is not None and duration:
+        floors = [floor for shortest, longest, floor in timed.duration_floors
+                  if (shortest is None or shortest <= duration)
+                  and (longest is None or duration <= longest)][:1]
+        if timed.min_cpm_per_second is not None:
+            floors.append(timed.min_cpm_per_second * duration)
+        if floors:
+            return max(floors), imp.floor_currency
     return imp.floor, imp.floor_currency

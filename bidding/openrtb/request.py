@@ -88,6 +88,16 @@ class Banner(_Object):
     ext: Any = None
 
 
+class DurFloors(_Object):
+    """2.6: the floor for creatives of a duration range (seconds, both ends included; a
+    missing end is unbounded)."""
+
+    mindur: int | None = None
+    maxdur: int | None = None
+    bidfloor: Decimal | None = None
+    ext: Any = None
+
+
 class Video(_Object):
     mimes: list[str] | None = None
     minduration: int | None = None
@@ -110,6 +120,7 @@ class Video(_Object):
     maxseq: int | None = None
     slotinpod: int | None = None
     mincpmpersec: Decimal | None = None
+    durfloors: list[DurFloors] | None = None
     playbackmethod: list[int] | None = None
     delivery: list[int] | None = None
     api: list[int] | None = None
@@ -128,6 +139,7 @@ class Audio(_Object):
     poddur: int | None = None
     maxseq: int | None = None
     mincpmpersec: Decimal | None = None
+    durfloors: list[DurFloors] | None = None
     delivery: list[int] | None = None
     api: list[int] | None = None
     feed: int | None = None

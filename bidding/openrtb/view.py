@@ -35,6 +35,7 @@ from bidding.openrtb.request import (
     Banner,
     BidRequest,
     Device,
+    DurFloors,
     Eid,
     Geo,
     Imp,
@@ -93,6 +94,8 @@ class VideoView(msgspec.Struct, frozen=True, gc=False):
     pod_duration: int | None
     max_sequence: int | None
     min_cpm_per_second: Decimal | None
+    # durfloors: (shortest, longest, floor) per duration range, None for an open end
+    duration_floors: tuple[tuple[int | None, int | None, Decimal], ...] = ()
 
 
 class AudioView(msgspec.Struct, frozen=True, gc=False):
@@ -103,6 +106,7 @@ class AudioView(msgspec.Struct, frozen=True, gc=False):
     protocols: frozenset[int]
     blocked_attributes: frozenset[int]
     min_cpm_per_second: Decimal | None
+    duration_floors: tuple[tuple[int | None, int | None, Decimal], ...] = ()
 
 
 class NativeView(msgspec.Struct, frozen=True, gc=False):
@@ -390,6 +394,7 @@ def _video(video: Video) -> VideoView:
         pod_duration=video.poddur,
         max_sequence=video.maxseq,
         min_cpm_per_second=_optional_money(video.mincpmpersec),
+        duration_floors=_duration_floors(video.durfloors),
     )
 
 
@@ -402,7 +407,15 @@ def _audio(audio: Audio) -> AudioView:
         protocols=frozenset(audio.protocols or ()),
         blocked_attributes=frozenset(audio.battr or ()),
         min_cpm_per_second=_optional_money(audio.mincpmpersec),
+        duration_floors=_duration_floors(audio.durfloors),
     )
+
+
+def _duration_floors(
+        ranges: list[DurFloors] | None) -> tuple[tuple[int | None, int | None, Decimal], ...]:
+    """The ranges that bound at least one end (the spec requires one)."""
+    return tuple((floor.mindur, floor.maxdur, _money(floor.bidfloor)) for floor in ranges or ()
+                 if floor.mindur is not None or floor.maxdur is not None)
 
 
 def _native(native: Native) -> NativeView:

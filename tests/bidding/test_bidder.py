@@ -622,6 +622,31 @@ async def test_a_video_price_per_second_floor_comes_before_the_imp_floor(tmp_pat
     await service.stop()
 
 
+@pytest.mark.parametrize(("duration_floors", "lowest_price"), [
+    ([{"maxdur": 10, "bidfloor": 50}, {"mindur": 11, "maxdur": 30, "bidfloor": 16}], "16"),
+    ([{"mindur": 15, "maxdur": 15, "bidfloor": 16}], "16"),  # both ends included
+    ([{"mindur": 1, "maxdur": 30, "bidfloor": 40}], None),  # above the campaign's maximum
+    ([{"mindur": 20, "bidfloor": 40}], "3.75"),  # not the creative's 15 s: per second
+    ([{"bidfloor": 40}], "3.75"),  # no range at all: ignored
+])
+async def test_the_duration_floor_holding_the_creative_applies(tmp_path, duration_floors,
+                                                               lowest_price):
+    """video-app.json: a 15 s creative, 0.25 EUR a second (3.75), imp floor 12 EUR."""
+    service = await started_service(tmp_path, campaign(
+        2, creative(21, "video", sizes=()), currency="EUR", base_bid_cpm=Decimal(4),
+        max_bid_cpm=Decimal(20)))  # bids 2 to 12 on its own: below 16
+    request = with_changes(fixture("video-app.json"), {"imp.0.video.durfloors": duration_floors})
+
+    outcome = await engine_outcome(service, request)
+
+    if lowest_price is None:
+        assert outcome.response is None and set(outcome.refusals) == {"below_floor"}
+    else:
+        price = outcome.response.seatbid[0].bid[0].price
+        assert price >= Decimal(lowest_price)
+    await service.stop()
+
+
 async def test_a_deal_with_at_3_is_bid_at_exactly_its_agreed_price(tmp_path):
     """The campaign would bid at least 5 (half its base CPM); the deal's price is 4.75."""
     service = await started_service(tmp_path, campaign(
