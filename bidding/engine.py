@@ -173,13 +173,21 @@ class BidEngine:
             outcome.reason = NoBid.BELOW_FLOOR
             return outcome
         bids = []
+        capped_bidding: set[int] = set()  # a campaign with caps bids on one imp at most
         try:
             for choices in ranked.values():
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
+                if capped_bidding:
+                    choices = [choice for choice in choices
+                               if choice[2].candidate.campaign.id not in capped_bidding]
                 chosen = await self._choose(request, choices, user=user, currency=currency,
                                             rates=rates, now=now, outcome=outcome)
                 if chosen is not None:
                     offer, price, bid_id = chosen
+                    if _has_caps(offer.candidate.campaign):
+                        # Its caps count impressions one billing at a time: a second bid
+                        # in this response could pass a cap the first already reaches.
+                        capped_bidding.add(offer.candidate.campaign.id)
                     bids.append(self._bid(request, exchange, offer, price, currency,
                                           bid_id=bid_id, user=user, now=now))
         except StoreUnavailable:

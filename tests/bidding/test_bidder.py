@@ -527,6 +527,20 @@ async def test_a_user_at_a_frequency_cap_gets_no_bid_and_others_still_do(tmp_pat
     await service.stop()
 
 
+async def test_a_campaign_with_a_cap_bids_on_one_impression_of_a_request_at_most(tmp_path):
+    service = await started_service(
+        tmp_path, campaign(1, creative(11, "banner"), frequency_cap_lifetime=1),
+        campaign(2, creative(21, "banner"), base_bid_cpm=Decimal("0.6"),
+                 max_bid_cpm=Decimal("0.7")))
+    request = fixture("banner-site-2.6.json")
+    request["imp"].append({**request["imp"][0], "id": "2"})
+
+    bids = (await post(service, request)).json()["seatbid"][0]["bid"]
+
+    assert sorted(bid["cid"] for bid in bids) == ["1", "2"]  # the second imp goes to 2
+    await service.stop()
+
+
 async def test_a_capped_request_says_nbr_9_when_nothing_else_may_bid(tmp_path):
     service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
                                                        frequency_cap_day=1))
