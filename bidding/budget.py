@@ -80,17 +80,19 @@ def _reserve(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> in
     return RESERVE_OK
 
 
-# KEYS: spent, day, hour, hold, its held bucket, the bid's committed marker. ARGV: spend, day
-# ttl, hour ttl, marker ttl. Releases the hold (if it has not expired) and counts the spend,
-# once per bid: a second commit of the same bid (the retry of a notice whose first attempt
-# failed after this ran) changes nothing. The total is counted first: a Lua error stops a script
-# where it is, and an INCRBY past the 64-bit range must leave nothing half done. Returns the
-# day's spend.
+# KEYS: spent, day, hour, hold, its held bucket, the bid's committed marker, the campaign's
+# unrestored flag. ARGV: spend, day ttl, hour ttl, marker ttl. Releases the hold (if it has not
+# expired) and counts the spend, once per bid: a second commit of the same bid (the retry of a
+# notice whose first attempt failed after this ran) changes nothing. The total is counted first:
+# a Lua error stops a script where it is, and an INCRBY past the 64-bit range must leave nothing
+# half done. A total that held nothing is flagged (`unrestored_key`). Returns the day's spend.
 _COMMIT_LUA = """
 if redis.call('EXISTS', KEYS[6]) == 1 then
   return tonumber(redis.call('GET', KEYS[2]) or '0')
 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('INCRBY', KEYS[1], ARGV[1]) == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[7], 1)
+end
 local amount = redis.call('GET', KEYS[4])
 if amount then
   redis.call('DEL', KEYS[4])
@@ -109,7 +111,8 @@ def _commit(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int
     spend, day_ttl, hour_ttl, marker_ttl = args
     if ctx.get(keys[5]):
         return ctx.get(keys[1])
-    ctx.incrby(keys[0], spend)
+    if ctx.incrby(keys[0], spend) == spend:
+        ctx.set(keys[6], 1)
     amount = ctx.get(keys[3])
     if ctx.delete(keys[3]):
         ctx.incrby(keys[4], -amount)
@@ -207,6 +210,14 @@ def spend_keys(campaign_id: int, time_zone: str, now: float) -> list[str]:
     return [f"{tag}:spent", f"{tag}:day:{day}", f"{tag}:hour:{hour}"]
 
 
+def unrestored_key(campaign_id: int) -> str:
+    """Set when a billing notice finds the campaign's total counter holding nothing: a new
+    campaign, or a store that lost its data, whose counters now hold only what was counted
+    since. Spend reconciliation (`campaigns.spend`) adds what PostgreSQL holds to them and
+    clears it in one script, so a loss is seen however much is counted before it runs."""
+    return f"budget:{{c{campaign_id}}}:unrestored"
+
+
 class Ledger:
     def __init__(self, store: Store, *, hold_seconds: int = 120) -> None:
         self.store = store
@@ -242,7 +253,7 @@ class Ledger:
         now = now or time.time()
         keys = [*spend_keys(campaign_id, time_zone, now),
                 *self._hold_keys(campaign_id, hold_id, minute),
-                f"budget:{{c{campaign_id}}}:committed:{hold_id}"]
+                f"budget:{{c{campaign_id}}}:committed:{hold_id}", unrestored_key(campaign_id)]
         return await self.store.run(COMMIT, keys, [spend, DAY_TTL, HOUR_TTL, COUNTED_TTL])
 
     async def release(self, *, campaign_id: int, hold_id: str, minute: int) -> int:

@@ -4,14 +4,19 @@ Bidders count spend in the store (Redis) as billing notices arrive. A periodic t
 each running campaign's total and today's spend into `Campaign.spent` and
 `CampaignDailySpend`, only ever upwards (a counter never un-spends). Yesterday's counter
 (in the advertiser's time zone) is copied too while it lasts (`DAY_TTL`), so what was billed
-between the last run before midnight and midnight reaches its row. Those rows only ever take
-a counter's value (rounded to PostgreSQL's 4 decimals, so up to 100 micros above it), so a
-counter further below them has lost its data (Redis restarted empty): it
-holds only what bidders counted since, and what PostgreSQL holds is added to it, before
-bidders hold much more against it. Bidders resume within a second of Redis returning, so
-waiting for the key to be missing is not enough: the first billing notice recreates it.
-The hour's counter (even pacing) has no copy in PostgreSQL and is left as it is: the spend
-restored to the day counts as spent before this hour, so pacing stays within the day.
+between the last run before midnight and midnight reaches its row.
+
+Counters that lost their data (Redis restarted empty) hold only what bidders counted since,
+and what PostgreSQL holds is added to them. Bidders resume within a second of Redis returning,
+so waiting for the key to be missing is not enough: the first billing notice recreates it.
+That notice finds the total holding nothing and flags it (`bidding.budget.unrestored_key`);
+the flag is what tells a lost total from one that is simply larger than PostgreSQL's copy,
+however much bidders counted since. A counter without the flag is still restored when it is
+further below PostgreSQL than rounding explains (those rows only ever take a counter's value,
+rounded to 4 decimals, so up to 100 micros above it): a counter missing when no billing came
+yet, or one a bidder of an earlier version recreated. The hour's counter (even pacing) has no
+copy in PostgreSQL and is left as it is: the spend restored to the day counts as spent before
+this hour, so pacing stays within the day.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 
-from bidding.budget import DAY_TTL, MICROS, spend_keys
+from bidding.budget import DAY_TTL, MICROS, spend_keys, unrestored_key
 from campaign_express.backends.store import Script, ScriptContext, Store
 from campaign_express.platform import store_call
 from campaigns.models import MONEY, Campaign, CampaignDailySpend
@@ -33,25 +38,48 @@ from campaigns.models import MONEY, Campaign, CampaignDailySpend
 RECONCILED_STATUSES = (Campaign.Status.ACTIVE, Campaign.Status.PAUSED,
                        Campaign.Status.COMPLETED)
 
-# KEYS[1] a spend counter; ARGV what PostgreSQL holds for it, the slack of its rounding, ttl
-# seconds (0: none). Returns 1 when it was restored. The check and the add are one script, so
-# a billing notice counted meanwhile is kept, and a second reconciliation finds it restored.
+# KEYS: the total and today's spend counters, the campaign's unrestored flag. ARGV: what
+# PostgreSQL holds for each counter, the slack of its rounding, the day counter's ttl. With the
+# flag, the counters lost their data and hold what was counted since: PostgreSQL's values are
+# added to both. Without it, a counter further below PostgreSQL than the slack gets its value
+# added. Returns how many counters got a value. The check and the add are one script, so a
+# billing notice counted meanwhile is kept, and a second reconciliation finds them restored.
 _RESTORE_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local saved = tonumber(ARGV[1])
-if current + tonumber(ARGV[2]) >= saved then return 0 end
-redis.call('INCRBY', KEYS[1], saved)
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
-return 1
+if redis.call('DEL', KEYS[3]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('INCRBY', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+  return (tonumber(ARGV[1]) > 0 and 1 or 0) + (tonumber(ARGV[2]) > 0 and 1 or 0)
+end
+local restored = 0
+if tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[3]) < tonumber(ARGV[1]) then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  restored = restored + 1
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[3]) < tonumber(ARGV[2]) then
+  redis.call('INCRBY', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+  restored = restored + 1
+end
+return restored
 """
 
 
 def _restore(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
-    saved, slack, ttl_seconds = args
-    if ctx.get(keys[0]) + slack >= saved:
-        return 0
-    ctx.incrby(keys[0], saved, ttl_seconds or None)
-    return 1
+    total_key, day_key, flag_key = keys
+    saved_total, saved_day, slack, day_ttl = args
+    if ctx.delete(flag_key):
+        ctx.incrby(total_key, saved_total)
+        ctx.incrby(day_key, saved_day, day_ttl)
+        return (saved_total > 0) + (saved_day > 0)
+    restored = 0
+    if ctx.get(total_key) + slack < saved_total:
+        ctx.incrby(total_key, saved_total)
+        restored += 1
+    if ctx.get(day_key) + slack < saved_day:
+        ctx.incrby(day_key, saved_day, day_ttl)
+        restored += 1
+    return restored
 
 
 RESTORE = Script("spend-restore", _RESTORE_LUA, _restore)
@@ -79,7 +107,7 @@ def spend_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         day_row = CampaignDailySpend.objects.filter(campaign=campaign, date=today).first()
 
         restored, values = store_call(partial(
-            _restore_and_read, keys=(total_key, day_key, previous_key),
+            _restore_and_read, campaign_id=campaign.pk, keys=(total_key, day_key, previous_key),
             saved=(_micros(campaign.spent), _micros(day_row.amount if day_row else Decimal(0)))))
         counts["rebuilt"] += restored > 0
         total, day, previous = (int(value) if value is not None else None for value in values)
@@ -101,12 +129,12 @@ def _daily_spend_raise(*, campaign: Campaign, day: date, micros: int) -> None:
         amount=Decimal(micros) / MICROS)
 
 
-async def _restore_and_read(store: Store, *, keys: tuple[str, str, str],
+async def _restore_and_read(store: Store, *, campaign_id: int, keys: tuple[str, str, str],
                             saved: tuple[int, int]) -> tuple[int, list[bytes | None]]:
     """Restores the total and today's counters (`keys`, then yesterday's) from PostgreSQL's
     values (`saved`, micros) where they lost their data; the number restored and the three
     counters' values. Yesterday's is only read: bidders no longer hold against it."""
     total_key, day_key, _ = keys
-    restored = await store.run(RESTORE, [total_key], [saved[0], ROUNDING_MICROS, 0])
-    restored += await store.run(RESTORE, [day_key], [saved[1], ROUNDING_MICROS, DAY_TTL])
+    restored = await store.run(RESTORE, [total_key, day_key, unrestored_key(campaign_id)],
+                               [*saved, ROUNDING_MICROS, DAY_TTL])
     return restored, await store.get_many(list(keys))

@@ -17,6 +17,7 @@ from bidding.budget import (
     Ledger,
     spend_keys,
     to_micros,
+    unrestored_key,
     user_key,
 )
 from bidding.snapshot import CampaignEntry
@@ -186,6 +187,23 @@ async def test_an_impression_counted_with_its_bid_counts_once_toward_the_caps(st
     assert await ledger.count_impression(user=user, campaign_id=capped.id, bid_id="b-2",
                                          now=NOON)
     assert await ledger.capped(user=user, campaigns=(capped,), now=NOON) == {capped.id}
+
+
+async def test_a_commit_that_finds_the_total_empty_flags_it_for_reconciliation(store):
+    ledger = Ledger(store)
+    identifier = campaign_id()
+    minute = int(NOON // 60)
+
+    await ledger.commit(campaign_id=identifier, time_zone="UTC", hold_id="a", minute=minute,
+                        spend=100, now=NOON)
+    flagged = await store.get(unrestored_key(identifier))
+    await store.delete(unrestored_key(identifier))  # what reconciliation does
+    await ledger.commit(campaign_id=identifier, time_zone="UTC", hold_id="b", minute=minute,
+                        spend=100, now=NOON)
+
+    assert flagged == b"1"
+    assert await store.get(unrestored_key(identifier)) is None
+    assert await ledger.spent(identifier) == 200
 
 
 @pytest.mark.redis

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from bidding.budget import Ledger, spend_keys
+from bidding.budget import Ledger, spend_keys, unrestored_key
 from campaign_express.platform import store_call
 from campaigns.models import Campaign, CampaignDailySpend
 from campaigns.spend import spend_reconcile
@@ -116,6 +116,59 @@ def test_spend_counted_after_redis_lost_its_data_is_added_to_what_postgresql_hol
         "4.75")
     for key in (total_key, day_key, hour_key):
         store_set(key, None)
+
+
+def test_a_lost_total_is_restored_however_much_bidders_counted_since(store_backend, running):
+    total_key, day_key = counters(running)
+    hour_key = spend_keys(running.pk, "UTC", NOW.timestamp())[2]
+    Campaign.objects.filter(pk=running.pk).update(spent=Decimal("40.5"))
+    CampaignDailySpend.objects.create(campaign=running, date=NOW.date(), amount=Decimal("3.25"))
+    for key in (total_key, day_key, hour_key, unrestored_key(running.pk)):
+        store_set(key, None)  # Redis restarted empty
+
+    async def bill(store):
+        for _ in range(2):  # 50.00 billed before the next reconciliation: more than was saved
+            await Ledger(store).commit(campaign_id=running.pk, time_zone="UTC",
+                                       hold_id=uuid.uuid4().hex,
+                                       minute=int(NOW.timestamp() // 60), spend=25_000_000,
+                                       now=NOW.timestamp())
+
+    store_call(bill)
+    first = spend_reconcile(now=NOW)
+    again = spend_reconcile(now=NOW)
+
+    assert (first["rebuilt"], again["rebuilt"]) == (1, 0)
+    assert store_get(total_key) == b"90500000"  # 40.5 + 50
+    assert store_get(day_key) == b"53250000"  # 3.25 + 50
+    assert store_get(unrestored_key(running.pk)) is None
+    running.refresh_from_db()
+    assert running.spent == Decimal("90.5")
+    assert CampaignDailySpend.objects.get(campaign=running, date=NOW.date()).amount == Decimal(
+        "53.25")
+    for key in (total_key, day_key, hour_key):
+        store_set(key, None)
+
+
+def test_a_new_campaigns_first_billing_is_not_counted_as_a_rebuild(store_backend, running):
+    total_key, day_key = counters(running)
+    for key in (total_key, day_key, unrestored_key(running.pk)):
+        store_set(key, None)
+
+    async def bill(store):
+        await Ledger(store).commit(campaign_id=running.pk, time_zone="UTC",
+                                   hold_id=uuid.uuid4().hex, minute=int(NOW.timestamp() // 60),
+                                   spend=1_000_000, now=NOW.timestamp())
+
+    store_call(bill)
+    counts = spend_reconcile(now=NOW)
+
+    assert counts == {"updated": 1, "rebuilt": 0}
+    assert (store_get(total_key), store_get(day_key)) == (b"1000000", b"1000000")
+    assert store_get(unrestored_key(running.pk)) is None
+    running.refresh_from_db()
+    assert running.spent == Decimal("1")
+    store_set(total_key, None)
+    store_set(day_key, None)
 
 
 def test_a_counter_finer_than_postgresql_keeps_its_value(store_backend, running):
