@@ -468,11 +468,13 @@ def _floor(offer: _Offer) -> tuple[Decimal, str]:
     timed = imp.timed(offer.media)
     duration = offer.candidate.creative.duration_seconds
     if timed is not None and duration:
-        floors = [floor for shortest, longest, floor in timed.duration_floors
-                  if (shortest is None or shortest <= duration)
-                  and (longest is None or duration <= longest)][:1]
+        floor = next((floor for shortest, longest, floor in timed.duration_floors
+                      if (shortest is None or shortest <= duration)
+                      and (longest is None or duration <= longest)),
+                     None) if timed.duration_floors else None
         if timed.min_cpm_per_second is not None:
-            floors.append(timed.min_cpm_per_second * duration)
-        if floors:
-            return max(floors), imp.floor_currency
+            per_second = timed.min_cpm_per_second * duration
+            floor = per_second if floor is None else max(floor, per_second)
+        if floor is not None:
+            return floor, imp.floor_currency
     return imp.floor, imp.floor_currency
