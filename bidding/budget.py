@@ -166,10 +166,63 @@ def _count(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
     return 1
 
 
+# KEYS: the user's hour, day and lifetime counters for one campaign, the bid's cap hold, then
+# the pending buckets of this minute and the ones before it. ARGV: the three caps (-1: none),
+# the hold's ttl, the bucket's ttl. Holds one impression of each cap for the bid unless a
+# counter plus the impressions other bids hold pending reaches its cap. Returns 1 held, 0
+# reached.
+_CAP_HOLD_LUA = """
+local pending = 0
+for i = 5, #KEYS do
+  pending = pending + tonumber(redis.call('GET', KEYS[i]) or '0')
+end
+for i = 1, 3 do
+  local cap = tonumber(ARGV[i])
+  if cap >= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') + pending >= cap then
+    return 0
+  end
+end
+redis.call('SET', KEYS[4], 1, 'EX', tonumber(ARGV[4]))
+redis.call('INCRBY', KEYS[5], 1)
+redis.call('EXPIRE', KEYS[5], tonumber(ARGV[5]))
+return 1
+"""
+
+
+def _cap_hold(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    pending = sum(ctx.get(key) for key in keys[4:])
+    for key, cap in zip(keys[:3], args[:3], strict=True):
+        if cap >= 0 and ctx.get(key) + pending >= cap:
+            return 0
+    ctx.set(keys[3], 1, args[3])
+    ctx.incrby(keys[4], 1, args[4])
+    return 1
+
+
+# KEYS: the bid's cap hold, its minute's pending bucket. Gives the hold back, once (billed,
+# lost, or not bid after all). Returns 1 when there was one.
+_CAP_RELEASE_LUA = """
+if redis.call('DEL', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DECRBY', KEYS[2], 1)
+  return 1
+end
+return 0
+"""
+
+
+def _cap_release(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    if ctx.delete(keys[0]) and ctx.get(keys[1]):
+        ctx.incrby(keys[1], -1)
+        return 1
+    return 0
+
+
 RESERVE = Script("budget-reserve", _RESERVE_LUA, _reserve)
 COMMIT = Script("budget-commit", _COMMIT_LUA, _commit)
 RELEASE = Script("budget-release", _RELEASE_LUA, _release)
 COUNT_IMPRESSION = Script("cap-count", _COUNT_LUA, _count)
+CAP_HOLD = Script("cap-hold", _CAP_HOLD_LUA, _cap_hold)
+CAP_RELEASE = Script("cap-release", _CAP_RELEASE_LUA, _cap_release)
 CAP_TTLS = (2 * 3600, 2 * 86_400, 400 * 86_400)  # hour, day, lifetime counters
 # How long a bid's spend and impression stay marked as counted: as long as a notice's retry
 # may come (`bidding.notices` remembers a counted notice as long). Shorter, and a late retry
@@ -290,16 +343,52 @@ class Ledger:
                     reached.add(campaign.id)
         return reached
 
+    async def hold_cap(self, *, user: str, campaign: CampaignEntry, hold_id: str,
+                       now: float | None = None) -> bool:
+        """Holds one impression of the user's caps on ``campaign`` for the bid ``hold_id``,
+        atomically: False when a cap is reached, counting the impressions of bids still
+        pending (held, not yet billed, lost or expired). Two requests for one user at the
+        same instant cannot both take the last impression of a cap."""
+        now = now or time.time()
+        minute = int(now // 60)
+        keys = [*self._cap_keys(user, campaign.id, now),
+                self._cap_hold_key(user, campaign.id, hold_id),
+                *(self._pending_key(user, campaign.id, minute - back)
+                  for back in range(self._window_minutes))]
+        caps = [-1 if cap is None else cap for cap in _caps(campaign)]
+        return bool(await self.store.run(CAP_HOLD, keys, [
+            *caps, self.hold_seconds, self.hold_seconds + 120]))
+
+    async def release_cap(self, *, user: str, campaign_id: int, hold_id: str,
+                          minute: int) -> bool:
+        """Gives back the bid's cap hold taken in ``minute`` (once; False without one)."""
+        return bool(await self.store.run(CAP_RELEASE, [
+            self._cap_hold_key(user, campaign_id, hold_id),
+            self._pending_key(user, campaign_id, minute)], []))
+
+    @staticmethod
+    def _cap_hold_key(user: str, campaign_id: int, hold_id: str) -> str:
+        return f"cap:{{u{user}}}:c{campaign_id}:hold:{hold_id}"
+
+    @staticmethod
+    def _pending_key(user: str, campaign_id: int, minute: int) -> str:
+        return f"cap:{{u{user}}}:c{campaign_id}:pending:{minute}"
+
     async def count_impression(self, *, user: str, campaign_id: int, bid_id: str = "",
-                               now: float | None = None) -> bool:
+                               minute: int | None = None, now: float | None = None) -> bool:
         """Counts an impression toward the user's caps; with ``bid_id``, once per bid (a
-        repeat returns False and counts nothing)."""
+        repeat returns False and counts nothing), and the bid's cap hold taken in
+        ``minute`` is given back."""
         keys = self._cap_keys(user, campaign_id, now or time.time())
         if not bid_id:
             return bool(await self.store.run(COUNT_IMPRESSION, keys, CAP_TTLS))
-        return bool(await self.store.run(COUNT_IMPRESSION,
-                                         [*keys, f"cap:{{u{user}}}:counted:{bid_id}"],
-                                         [*CAP_TTLS, COUNTED_TTL]))
+        counted = bool(await self.store.run(COUNT_IMPRESSION,
+                                            [*keys, f"cap:{{u{user}}}:counted:{bid_id}"],
+                                            [*CAP_TTLS, COUNTED_TTL]))
+        if minute is not None:  # after the count: a retry that finds it counted still frees
+            await self.release_cap(user=user, campaign_id=campaign_id, hold_id=bid_id,
+                                   minute=minute)
+        return counted
 
 
 def _cap_periods(now: float) -> tuple[str, str]:

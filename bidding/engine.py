@@ -207,38 +207,44 @@ class BidEngine:
                       choices: list[tuple[Decimal, float, _Offer]], *, user: str,
                       currency: str, rates: dict[str, Decimal], now: float,
                       outcome: Outcome) -> tuple[_Offer, Decimal, str] | None:
-        """The best of an impression's choices that may bid, its price and bid id: not at the
-        user's frequency cap, and its cost held on its budget (a test auction, `test=1`, is
-        not billable and holds nothing). The caps are read only once a choice has some, in
-        the same write to Redis as that choice's hold, for every capped choice at once: one
-        round trip for most requests. A hold taken for a choice its cap then refuses is
-        given back."""
-        capped = {offer.candidate.campaign.id: offer.candidate.campaign
-                  for _, _, offer in choices if _has_caps(offer.candidate.campaign)}
-        reached: set[int] | None = None if capped else set()
+        """The best of an impression's choices that may bid, its price and bid id: its cost
+        held on its budget and, for a campaign with frequency caps, one impression of the
+        user's caps held (`Ledger.hold_cap`), the two in one round trip to Redis. What one
+        hold took when the other refused is given back. A test auction (`test=1`) is never
+        billed: it holds nothing, and only reads the caps."""
+        minute = int(now // 60)
+        reached: set[int] = set()
         for price, _, offer in choices:
-            campaign_id = offer.candidate.campaign.id
-            if reached is not None and campaign_id in reached:
+            campaign = offer.candidate.campaign
+            if campaign.id in reached:
                 continue
             bid_id = _unique_id()
-            if reached is None and campaign_id in capped:
-                self._check_store(now)
-                found, held = await asyncio.gather(
-                    self.ledger.capped(user=user, campaigns=capped.values(), now=now),
-                    self._hold(request, offer, price, currency, rates, bid_id, now, outcome))
-                metrics.FREQUENCY_CAPPED.inc(len(found))
-                outcome.refusals["frequency_cap"] += len(found)
-                reached = found
-                if campaign_id in found:
-                    if held and not request.is_test:
-                        await self.ledger.release(campaign_id=campaign_id, hold_id=bid_id,
-                                                  minute=int(now // 60))
-                    continue
+            if not _has_caps(campaign):
+                if await self._hold(request, offer, price, currency, rates, bid_id, now,
+                                    outcome):
+                    return offer, price, bid_id
+                continue
+            self._check_store(now)
+            if request.is_test:
+                cap_held = not await self.ledger.capped(user=user, campaigns=(campaign,),
+                                                        now=now)
+                held = True
             else:
-                held = await self._hold(request, offer, price, currency, rates, bid_id, now,
-                                        outcome)
+                cap_held, held = await asyncio.gather(
+                    self.ledger.hold_cap(user=user, campaign=campaign, hold_id=bid_id, now=now),
+                    self._hold(request, offer, price, currency, rates, bid_id, now, outcome))
+            if not cap_held:
+                metrics.FREQUENCY_CAPPED.inc()
+                outcome.refusals["frequency_cap"] += 1
+                reached.add(campaign.id)
+                if held and not request.is_test:
+                    await self.ledger.release(campaign_id=campaign.id, hold_id=bid_id,
+                                              minute=minute)
+                continue
             if held:
                 return offer, price, bid_id
+            await self.ledger.release_cap(user=user, campaign_id=campaign.id, hold_id=bid_id,
+                                          minute=minute)
         return None
 
     async def _hold(self, request: RequestView, offer: _Offer, price: Decimal, currency: str,

@@ -181,6 +181,9 @@ class NoticeHandler:
         if kind == "loss":
             await self.ledger.release(campaign_id=campaign_id, hold_id=query["bid"],
                                       minute=hold)
+            if query.get("user"):
+                await self.ledger.release_cap(user=query["user"], campaign_id=campaign_id,
+                                              hold_id=query["bid"], minute=hold)
             LOSSES.labels(_loss_label(query.get("loss", ""))).inc()
             return _Counted("counted")
         if kind == "win":
@@ -216,7 +219,7 @@ class NoticeHandler:
                                  now=now)
         if query.get("user"):
             await self.ledger.count_impression(user=query["user"], campaign_id=campaign_id,
-                                               bid_id=query["bid"], now=now)
+                                               bid_id=query["bid"], minute=hold, now=now)
         return _Counted("counted", spend_micros, currency)
 
 

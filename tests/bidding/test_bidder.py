@@ -541,6 +541,37 @@ async def test_a_campaign_with_a_cap_bids_on_one_impression_of_a_request_at_most
     await service.stop()
 
 
+async def test_two_requests_for_one_user_at_once_never_both_take_the_last_impression(
+        tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_day=1))
+    request = fixture("banner-site-2.6.json")
+
+    answers = await asyncio.gather(*(post(service, {**request, "id": f"r{number}"})
+                                     for number in range(4)))
+
+    assert sorted(answer.status_code for answer in answers) == [200, 204, 204, 204]
+    await service.stop()
+
+
+async def test_a_loss_notice_gives_the_users_capped_impression_back(tmp_path):
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
+                                                       frequency_cap_lifetime=1))
+    request = fixture("banner-site-2.6.json")
+    bid = (await post(service, request)).json()["seatbid"][0]["bid"][0]
+    held = await post(service, request)
+
+    async with client(service) as http:
+        loss = await http.get(bid["lurl"].replace("${AUCTION_LOSS}", "102").replace(
+            "${AUCTION_PRICE}", ""))
+    after_loss = await post(service, request)
+
+    assert held.status_code == 204  # the first bid holds the only impression
+    assert loss.status_code == 204
+    assert after_loss.status_code == 200
+    await service.stop()
+
+
 async def test_a_capped_request_says_nbr_9_when_nothing_else_may_bid(tmp_path):
     service = await started_service(tmp_path, campaign(1, creative(11, "banner"),
                                                        frequency_cap_day=1))

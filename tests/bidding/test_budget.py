@@ -156,6 +156,33 @@ async def test_frequency_caps_count_impressions_per_user_and_campaign(store):
                                now=NOON) == set()
 
 
+async def test_a_cap_hold_takes_an_impression_until_billed_released_or_expired(store):
+    ledger = Ledger(store, hold_seconds=60)
+    campaign = make_campaign(campaign_id(), frequency_cap_day=2)
+    minute = int(NOON // 60)
+    await ledger.count_impression(user="u1", campaign_id=campaign.id, now=NOON)  # 1 of 2
+
+    assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="a", now=NOON)
+    assert not await ledger.hold_cap(user="u1", campaign=campaign, hold_id="b", now=NOON)
+    assert await ledger.hold_cap(user="u2", campaign=campaign, hold_id="b", now=NOON)
+    assert await ledger.release_cap(user="u1", campaign_id=campaign.id, hold_id="a",
+                                    minute=minute)
+    assert not await ledger.release_cap(user="u1", campaign_id=campaign.id, hold_id="a",
+                                        minute=minute)  # once
+    assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="c", now=NOON)
+    # Billed: counted (2 of 2) and its hold given back; a retry changes nothing.
+    for _ in range(2):
+        await ledger.count_impression(user="u1", campaign_id=campaign.id, bid_id="c",
+                                      minute=minute, now=NOON)
+    assert not await ledger.hold_cap(user="u1", campaign=campaign, hold_id="d", now=NOON)
+
+    other = make_campaign(campaign_id(), frequency_cap_hour=1)
+    assert await ledger.hold_cap(user="u1", campaign=other, hold_id="e", now=NOON)
+    assert not await ledger.hold_cap(user="u1", campaign=other, hold_id="f", now=NOON + 60)
+    # Never billed nor lost: once its minute leaves the window, the impression is free.
+    assert await ledger.hold_cap(user="u1", campaign=other, hold_id="g", now=NOON + 180)
+
+
 async def test_a_bids_spend_is_committed_once_however_often_its_commit_runs(store):
     ledger = Ledger(store)
     campaign = make_campaign(campaign_id())
