@@ -173,23 +173,27 @@ class BidEngine:
             outcome.reason = NoBid.BELOW_FLOOR
             return outcome
         bids = []
-        capped_bidding: set[int] = set()  # a campaign with caps bids on one imp at most
         try:
             for choices in ranked.values():
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
-                if capped_bidding:
-                    choices = [choice for choice in choices
-                               if choice[2].candidate.campaign.id not in capped_bidding]
                 chosen = await self._choose(request, choices, user=user, currency=currency,
                                             rates=rates, now=now, outcome=outcome)
-                if chosen is not None:
-                    offer, price, bid_id = chosen
-                    if _has_caps(offer.candidate.campaign):
-                        # Its caps count impressions one billing at a time: a second bid
-                        # in this response could pass a cap the first already reaches.
-                        capped_bidding.add(offer.candidate.campaign.id)
-                    bids.append(self._bid(request, exchange, offer, price, currency,
-                                          bid_id=bid_id, user=user, now=now))
+                if chosen is None:
+                    continue
+                bids.append(self._bid(request, exchange, *chosen, currency, user=user, now=now))
+                offer = chosen[0]
+                if offer.deal is None and any(choice[2].deal for choice in choices):
+                    # An open bid would shadow the deal bids ranked after it: the exchange
+                    # gets the best of those too, and picks (implementation notes 7.3).
+                    position = next(number for number, choice in enumerate(choices)
+                                    if choice[2] is offer)
+                    after = choices[position + 1:]
+                    deal = await self._choose(
+                        request, [choice for choice in after if choice[2].deal is not None],
+                        user=user, currency=currency, rates=rates, now=now, outcome=outcome)
+                    if deal is not None:
+                        bids.append(self._bid(request, exchange, *deal, currency, user=user,
+                                              now=now))
         except StoreUnavailable:
             return self._store_failed(outcome)
         if not bids:
@@ -376,7 +380,7 @@ class BidEngine:
         return clear_floor(price, floor, max_cpm)
 
     def _bid(self, request: RequestView, exchange: ExchangeEntry, offer: _Offer,
-             price: Decimal, currency: str, *, bid_id: str, user: str, now: float) -> Bid:
+             price: Decimal, bid_id: str, currency: str, *, user: str, now: float) -> Bid:
         campaign, creative = offer.candidate.campaign, offer.candidate.creative
         fields = {"auction": request.request_id, "imp": offer.imp.imp_id, "bid": bid_id,
                   "campaign": str(campaign.id), "creative": str(creative.id),

@@ -60,7 +60,8 @@ def run_auction(*, own_bids: list[Bid], partner_bids: list[PartnerBid], currency
     by imp id, in ``currency``). Ties go to our own bid, then to the earlier answer."""
     entrants: dict[str, list[Entrant]] = {}
     for bid in own_bids:
-        entrants.setdefault(bid.impid, []).append(Entrant(bid, bid.price, Decimal(0)))
+        if bid.impid not in entrants:  # our best only: a deal bid beside it must not set
+            entrants[bid.impid] = [Entrant(bid, bid.price, Decimal(0))]  # our own price
     for partner_bid in partner_bids:
         entrant = partner_entrant(partner_bid, currency=currency, usd_rates=usd_rates)
         if entrant is not None:

@@ -527,7 +527,7 @@ async def test_a_user_at_a_frequency_cap_gets_no_bid_and_others_still_do(tmp_pat
     await service.stop()
 
 
-async def test_a_campaign_with_a_cap_bids_on_one_impression_of_a_request_at_most(tmp_path):
+async def test_one_response_never_bids_a_campaign_past_its_cap(tmp_path):
     service = await started_service(
         tmp_path, campaign(1, creative(11, "banner"), frequency_cap_lifetime=1),
         campaign(2, creative(21, "banner"), base_bid_cpm=Decimal("0.6"),
@@ -537,7 +537,7 @@ async def test_a_campaign_with_a_cap_bids_on_one_impression_of_a_request_at_most
 
     bids = (await post(service, request)).json()["seatbid"][0]["bid"]
 
-    assert sorted(bid["cid"] for bid in bids) == ["1", "2"]  # the second imp goes to 2
+    assert sorted(bid["cid"] for bid in bids) == ["1", "2"]  # 1's one impression is held
     await service.stop()
 
 
@@ -721,6 +721,37 @@ async def test_a_deal_our_seat_is_not_allowed_on_is_never_echoed(tmp_path):
 
     assert bid["dealid"] == "open-to-all"
     assert Decimal(str(bid["price"])) >= 2
+    await service.stop()
+
+
+async def test_a_deal_bid_is_not_shadowed_by_a_better_open_bid_on_an_open_auction(tmp_path):
+    """private_auction=0: the open campaign pays more, so it bids; the deal campaign's bid
+    goes beside it for the same impression, and the exchange picks."""
+    service = await started_service(
+        tmp_path, campaign(1, creative(11, "banner"), deal_ids=("d1",),
+                           base_bid_cpm=Decimal(1), max_bid_cpm=Decimal("1.5")),
+        campaign(2, creative(21, "banner"), base_bid_cpm=Decimal(5), max_bid_cpm=Decimal(8)))
+    request = fixture("banner-site-2.6.json")
+    request["imp"][0]["pmp"] = {"private_auction": 0, "deals": [{"id": "d1", "bidfloor": 0.5}]}
+
+    bids = (await post(service, request)).json()["seatbid"][0]["bid"]
+
+    assert [(bid["impid"], bid["cid"], bid.get("dealid")) for bid in bids] == [
+        ("1", "2", None), ("1", "1", "d1")]
+    await service.stop()
+
+
+async def test_a_better_deal_bid_goes_alone(tmp_path):
+    service = await started_service(
+        tmp_path, campaign(1, creative(11, "banner"), deal_ids=("d1",),
+                           base_bid_cpm=Decimal(5), max_bid_cpm=Decimal(8)),
+        campaign(2, creative(21, "banner"), base_bid_cpm=Decimal(1), max_bid_cpm=Decimal("1.5")))
+    request = fixture("banner-site-2.6.json")
+    request["imp"][0]["pmp"] = {"private_auction": 0, "deals": [{"id": "d1", "bidfloor": 0.5}]}
+
+    (bid,) = (await post(service, request)).json()["seatbid"][0]["bid"]
+
+    assert (bid["cid"], bid["dealid"]) == ("1", "d1")
     await service.stop()
 
 
