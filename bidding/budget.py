@@ -202,7 +202,7 @@ def _cap_hold(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> i
 # KEYS: the bid's cap hold, its minute's pending bucket. Gives the hold back, once (billed,
 # lost, or not bid after all). Returns 1 when there was one.
 _CAP_RELEASE_LUA = """
-if redis.call('DEL', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('DEL', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
   redis.call('DECRBY', KEYS[2], 1)
   return 1
 end
@@ -211,7 +211,7 @@ return 0
 
 
 def _cap_release(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
-    if ctx.delete(keys[0]) and ctx.get(keys[1]):
+    if ctx.delete(keys[0]) and ctx.get(keys[1]) > 0:
         ctx.incrby(keys[1], -1)
         return 1
     return 0

@@ -82,6 +82,11 @@ class Outcome:
     refusals: Counter[str] = field(default_factory=Counter)
     model_version: str = ""
     scored: int = 0  # candidate offers the model scored
+    # The bids' holds, for `BidEngine.give_back`: bid id -> campaign, and the user and minute
+    # they were taken for.
+    holds: dict[str, CampaignEntry] = field(default_factory=dict)
+    user: str = ""
+    minute: int = 0
 
 
 class _Offer(NamedTuple):  # a tuple: made for every candidate that passes eligibility
@@ -173,11 +178,14 @@ class BidEngine:
             outcome.reason = NoBid.BELOW_FLOOR
             return outcome
         bids = []
+        outcome.user, outcome.minute = user, int(now // 60)
         try:
             for choices in ranked.values():
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
+                reached: set[int] = set()  # campaigns at this user's cap
                 chosen = await self._choose(request, choices, user=user, currency=currency,
-                                            rates=rates, now=now, outcome=outcome)
+                                            rates=rates, now=now, outcome=outcome,
+                                            reached=reached)
                 if chosen is None:
                     continue
                 bids.append(self._bid(request, exchange, *chosen, currency, user=user, now=now))
@@ -190,7 +198,8 @@ class BidEngine:
                     after = choices[position + 1:]
                     deal = await self._choose(
                         request, [choice for choice in after if choice[2].deal is not None],
-                        user=user, currency=currency, rates=rates, now=now, outcome=outcome)
+                        user=user, currency=currency, rates=rates, now=now, outcome=outcome,
+                        reached=reached)
                     if deal is not None:
                         bids.append(self._bid(request, exchange, *deal, currency, user=user,
                                               now=now))
@@ -207,17 +216,34 @@ class BidEngine:
                                        seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
         return outcome
 
+    async def give_back(self, outcome: Outcome, bid_ids: list[str]) -> None:
+        """Gives back the budget and cap holds of bids of ``outcome`` that are not sent after
+        all (a DSP partner's bid won their impression): no notice will ever come for them.
+        Best effort: a hold the store cannot give back lapses."""
+        for bid_id in bid_ids:
+            campaign = outcome.holds.pop(bid_id, None)
+            if campaign is None:
+                continue
+            try:
+                await self.ledger.release(campaign_id=campaign.id, hold_id=bid_id,
+                                          minute=outcome.minute)
+                if _has_caps(campaign):
+                    await self.ledger.release_cap(user=outcome.user, campaign_id=campaign.id,
+                                                  hold_id=bid_id, minute=outcome.minute)
+            except StoreUnavailable:
+                return
+
     async def _choose(self, request: RequestView,
                       choices: list[tuple[Decimal, float, _Offer]], *, user: str,
                       currency: str, rates: dict[str, Decimal], now: float,
-                      outcome: Outcome) -> tuple[_Offer, Decimal, str] | None:
+                      outcome: Outcome, reached: set[int]) -> tuple[_Offer, Decimal, str] | None:
         """The best of an impression's choices that may bid, its price and bid id: its cost
         held on its budget and, for a campaign with frequency caps, one impression of the
         user's caps held (`Ledger.hold_cap`), the two in one round trip to Redis. What one
         hold took when the other refused is given back. A test auction (`test=1`) is never
-        billed: it holds nothing, and only reads the caps."""
+        billed: it holds nothing, and only reads the caps. ``reached`` gathers the campaigns
+        found at the user's cap, not tried again."""
         minute = int(now // 60)
-        reached: set[int] = set()
         for price, _, offer in choices:
             campaign = offer.candidate.campaign
             if campaign.id in reached:
@@ -226,6 +252,8 @@ class BidEngine:
             if not _has_caps(campaign):
                 if await self._hold(request, offer, price, currency, rates, bid_id, now,
                                     outcome):
+                    if not request.is_test:
+                        outcome.holds[bid_id] = campaign
                     return offer, price, bid_id
                 continue
             self._check_store(now)
@@ -246,6 +274,8 @@ class BidEngine:
                                               minute=minute)
                 continue
             if held:
+                if not request.is_test:
+                    outcome.holds[bid_id] = campaign
                 return offer, price, bid_id
             await self.ledger.release_cap(user=user, campaign_id=campaign.id, hold_id=bid_id,
                                           minute=minute)

@@ -85,6 +85,12 @@ class BidHandler:
                                             usd_rates=index.snapshot.usd_rates)
             except Exception:  # noqa: BLE001 - a partner bug must not cost our own bid
                 logger.exception("DSP routing of %s failed", request.request_id)
+            if outcome.response is not None and response is not outcome.response:
+                sent = {bid.id for seat in (response.seatbid if response else ())
+                        for bid in seat.bid}
+                await self.service.engine.give_back(outcome, [
+                    bid.id for seat in outcome.response.seatbid for bid in seat.bid
+                    if bid.id not in sent])
         if response is not None and response is not outcome.response:
             # A partner won at least one impression: its events are `dsp_won` (dsp.service);
             # the request's own events still describe our campaigns' decision.

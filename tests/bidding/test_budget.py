@@ -183,6 +183,22 @@ async def test_a_cap_hold_takes_an_impression_until_billed_released_or_expired(s
     assert await ledger.hold_cap(user="u1", campaign=other, hold_id="g", now=NOON + 180)
 
 
+async def test_a_cap_release_never_takes_a_pending_count_below_zero(store):
+    ledger = Ledger(store, hold_seconds=60)
+    campaign = make_campaign(campaign_id(), frequency_cap_day=1)
+    minute = int(NOON // 60)
+    assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="a", now=NOON)
+    assert await ledger.release_cap(user="u1", campaign_id=campaign.id, hold_id="a",
+                                    minute=minute)
+    assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="b", now=NOON + 60)
+
+    # Released against a minute whose bucket is already at 0: the hold goes, nothing else.
+    assert not await ledger.release_cap(user="u1", campaign_id=campaign.id, hold_id="b",
+                                        minute=minute)
+    assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="c", now=NOON + 60) is (
+        False)  # b's pending impression still counts in its own minute's bucket
+
+
 async def test_a_bids_spend_is_committed_once_however_often_its_commit_runs(store):
     ledger = Ledger(store)
     campaign = make_campaign(campaign_id())

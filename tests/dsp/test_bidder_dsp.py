@@ -9,22 +9,32 @@ import time
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 
+from bidding.budget import user_key
 from bidding.service import BidderService
-from bidding.snapshot import Snapshot, encode
+from bidding.snapshot import CampaignEntry, Snapshot, encode
 from campaign_express.backends.bus import InProcessBus
 from campaign_express.backends.store import MemoryStore
 from dsp.partners import PartnerEntry
-from tests.bidding.bidder_fixtures import EXCHANGES, broad_campaigns, client, config, fixture
+from tests.bidding.bidder_fixtures import (
+    EXCHANGES,
+    broad_campaigns,
+    campaign,
+    client,
+    config,
+    creative,
+    fixture,
+)
 from tests.dsp.partner_servers import bids, partner_server
 
 
-async def bidder(tmp_path, *partners: PartnerEntry, enabled: bool = True) -> BidderService:
+async def bidder(tmp_path, *partners: PartnerEntry, enabled: bool = True,
+                 campaigns: tuple[CampaignEntry, ...] = ()) -> BidderService:
     service = BidderService(config=dataclasses.replace(config(tmp_path), dsp_enabled=enabled),
                             bus=InProcessBus(), store=MemoryStore())
     await service.start()
     service.install(encode(Snapshot(version=1, created_at="2026-11-26T00:00:00Z",
-                                    campaigns=broad_campaigns(), exchanges=EXCHANGES,
-                                    dsp_partners=partners)))
+                                    campaigns=campaigns or broad_campaigns(),
+                                    exchanges=EXCHANGES, dsp_partners=partners)))
     return service
 
 
@@ -100,3 +110,26 @@ async def test_with_dsp_routing_off_nothing_is_sent(tmp_path):
         await service.stop()
     assert (status, body["seatbid"][0]["bid"][0]["cid"]) == (200, "1")
     assert dsp.requests == []
+
+
+async def test_our_bids_the_partner_auction_drops_give_their_holds_back(tmp_path):
+    """Our open bid beats the partner and is sent; our deal bid beside it is not (only our
+    best competes), so no notice will come for it: its budget and cap holds are freed."""
+    deal = campaign(1, creative(11, "banner"), deal_ids=("d1",), frequency_cap_lifetime=1,
+                    base_bid_cpm=Decimal(1), max_bid_cpm=Decimal("1.5"))
+    open_campaign = campaign(2, creative(21, "banner"), base_bid_cpm=Decimal(5),
+                             max_bid_cpm=Decimal(8))
+    request = fixture("banner-site-2.6.json")
+    request["imp"][0]["pmp"] = {"private_auction": 0, "deals": [{"id": "d1", "bidfloor": 0.5}]}
+    with partner_server(bids(("1", 0.6, {}))) as server:
+        service = await bidder(tmp_path, partner(1, server.url),
+                               campaigns=(deal, open_campaign))
+        status, body = await post(service, request)
+        ledger = service.engine.ledger
+
+        assert status == 200
+        assert [bid["cid"] for bid in body["seatbid"][0]["bid"]] == ["2"]
+        assert await ledger.hold_cap(user=user_key("ce-user-123"), campaign=deal,
+                                     hold_id="probe")
+        assert await ledger.spent(1) == 0
+        await service.stop()
