@@ -55,7 +55,8 @@ class BidHandler:
         received_at = received_at or time.perf_counter()
         events = self.service.events
         try:
-            request = normalize(decode_request(body, max_bytes=self.max_body_bytes))
+            request = normalize(decode_request(body, max_bytes=self.max_body_bytes),
+                                gdpr_vendor_id=self.service.config.gdpr_vendor_id)
         except InvalidRequest as error:
             events.no_bid(request_id=error.request_id, exchange=exchange,
                           reason=NoBid.INVALID_REQUEST)

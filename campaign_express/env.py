@@ -65,6 +65,10 @@ VARIABLES: tuple[Variable, ...] = (
              "from a peer in them, the caller's address is read from `X-Forwarded-For` (HTTP "
              "and gRPC; for exchanges checked by IP)"),
     Variable(f"{PREFIX}METRICS__PORT", "9091", "Prometheus metrics port of the bidder"),
+    Variable(f"{PREFIX}GDPR__VENDOR_ID", "0",
+             "the platform's id in the IAB TCF Global Vendor List: where GDPR applies, "
+             "user-level data then also needs this vendor's consent in the TCF string; 0 "
+             "reads the purposes only (1, 3 and 4)"),
     Variable(f"{PREFIX}ANALYTICS__SINK_BATCH_ROWS", "10000",
              "the analytics sink inserts when it holds this many events"),
     Variable(f"{PREFIX}ANALYTICS__SINK_INTERVAL_MS", "1000",
@@ -196,6 +200,7 @@ class Config:
     api_host: str
     http_port: int
     trusted_proxies: tuple[str, ...]
+    gdpr_vendor_id: int | None
     grpc_port: int
     metrics_port: int
     npu_device: str
@@ -377,6 +382,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         api_host=read.text(f"{PREFIX}API__HOST"),
         http_port=read.integer(f"{PREFIX}API__HTTP_PORT", high=65535),
         trusted_proxies=_networks(read, f"{PREFIX}API__TRUSTED_PROXIES"),
+        gdpr_vendor_id=read.integer(f"{PREFIX}GDPR__VENDOR_ID", high=65535) or None,
         grpc_port=read.integer(f"{PREFIX}API__GRPC_PORT", high=65535),
         metrics_port=read.integer(f"{PREFIX}METRICS__PORT", high=65535),
         npu_device=device,

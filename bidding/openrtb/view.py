@@ -169,8 +169,8 @@ class RequestView(msgspec.Struct, frozen=True, gc=False):
     purposes 1, 3 and 4 (`bidding.openrtb.tcf`; no string, or one that cannot be read, does
     not), or `us_privacy` says "Y" (opted out of sale) in its third character, or `gpp_sid`
     names sections that apply while `gpp` carries no string, or `lmt` or `dnt` is set; True
-    otherwise. The TCF string's vendor list is not read (the platform has no IAB vendor id
-    of its own to look up), nor are GPP sections.
+    otherwise. With ``gdpr_vendor_id`` (`CAMPAIGN_EXPRESS__GDPR__VENDOR_ID`), the TCF
+    string must also give that vendor consent. GPP sections are not decoded.
     """
 
     request_id: str
@@ -217,7 +217,7 @@ class RequestView(msgspec.Struct, frozen=True, gc=False):
     imps: tuple[ImpView, ...]
 
 
-def normalize(request: BidRequest) -> RequestView:
+def normalize(request: BidRequest, *, gdpr_vendor_id: int | None = None) -> RequestView:
     """The view of a decoded request; see the module docstring for the rules."""
     site, app, dooh = request.site, request.app, request.dooh
     device = request.device or Device()
@@ -260,7 +260,8 @@ def normalize(request: BidRequest) -> RequestView:
     coppa_applies = coppa is True
     has_user_consent = not (
         coppa_applies
-        or (gdpr is True and not tcf.allows_personalised_ads(consent))
+        or (gdpr is True
+            and not tcf.allows_personalised_ads(consent, vendor_id=gdpr_vendor_id))
         or (len(us_privacy) >= 3 and us_privacy[2].upper() == "Y")
         or (bool(gpp_sid) and not gpp)
         or limits_ad_tracking

@@ -22,18 +22,23 @@ from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.nbr import NoBid
 from bidding.openrtb import decode_request, normalize
 from bidding.openrtb.response import decode_response
+from bidding.service import BidderService
 from bidding.signing import verify
+from campaign_express.backends.bus import InProcessBus
+from campaign_express.backends.store import MemoryStore
 from tests.bidding.bidder_fixtures import (
     NOW,
     SECRET,
     broad_campaigns,
     campaign,
     client,
+    config,
     creative,
     fixture,
     snapshot,
     started_service,
 )
+from tests.bidding.test_openrtb import TCF_PURPOSES_1_TO_4_VENDOR_755
 
 
 @pytest.fixture
@@ -348,6 +353,27 @@ async def test_a_native_request_without_readable_assets_gets_no_bid(tmp_path, na
     await service.stop()
 
 
+async def test_with_a_vendor_id_a_consent_string_without_our_vendor_uses_no_user_data(
+        tmp_path):
+    """banner-site-2.6.json consents to purposes 1 to 4 and to no vendor: no user-level data
+    (no user in the notice URLs) until the string also consents to vendor 755."""
+    service = BidderService(config=dataclasses.replace(config(tmp_path), gdpr_vendor_id=755),
+                            bus=InProcessBus(), store=MemoryStore())
+    await service.start()
+    service.install(snapshot(campaign(1, creative(11, "banner"))))
+
+    request = fixture("banner-site-2.6.json")
+    ours = {**request, "user": {**request["user"], "consent": TCF_PURPOSES_1_TO_4_VENDOR_755}}
+
+    users = []
+    for body in (request, ours):
+        bid = (await post(service, body)).json()["seatbid"][0]["bid"][0]
+        users.append(dict(parse_qsl(urlsplit(bid["nurl"]).query, keep_blank_values=True))["user"])
+
+    assert users == ["", user_key("ce-user-123")]
+    await service.stop()
+
+
 async def test_a_bid_for_an_app_install_names_the_app(tmp_path):
     service = await started_service(tmp_path, campaign(
         1, creative(11, "banner", app_bundle="com.shop.app")))
@@ -629,10 +655,7 @@ async def test_capped_campaigns_do_not_bid_without_a_user_they_may_count(tmp_pat
 @pytest.mark.redis
 async def test_without_redis_campaigns_fail_closed_and_bidding_resumes_when_it_returns(
         tmp_path):
-    from bidding.service import BidderService
-    from campaign_express.backends.bus import InProcessBus
     from campaign_express.backends.store import RedisStore
-    from tests.bidding.bidder_fixtures import config
     from tests.campaign_express.platform import private_redis
 
     request = fixture("banner-site-2.6.json")

@@ -294,9 +294,12 @@ def test_identity_rule(user, ifa, expected):
     assert _view(**fields).user_id == expected
 
 
-# TCF v2 core segments (tests/bidding/test_tcf.py's `encode`) consenting to these purposes.
+# TCF v2 core segments (tests/bidding/test_tcf.py's `encode`) consenting to these purposes,
+# the last one also to vendor 755.
 TCF_PURPOSES_1_TO_4 = "CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgAAAAAAAA"
 TCF_PURPOSES_1_AND_2 = "CPXegUAPXegUAAfKABENB-EgAMAAAAAAAAYgAAAAAAAA"
+TCF_PURPOSES_1_TO_4_VENDOR_755 = ("CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgF5g" + "A" * 125
+                                  + "gAAAAA")
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
@@ -325,6 +328,20 @@ TCF_PURPOSES_1_AND_2 = "CPXegUAPXegUAAfKABENB-EgAMAAAAAAAAYgAAAAAAAA"
 ])
 def test_has_user_consent(fields, expected):
     assert _view(**fields).has_user_consent is expected
+
+
+@pytest.mark.parametrize(("consent", "vendor_id", "expected"), [
+    (TCF_PURPOSES_1_TO_4, None, True),
+    (TCF_PURPOSES_1_TO_4, 755, False),  # the purposes, but not our vendor
+    (TCF_PURPOSES_1_TO_4_VENDOR_755, 755, True),
+    (TCF_PURPOSES_1_TO_4_VENDOR_755, 756, False),
+])
+def test_a_configured_vendor_id_also_needs_that_vendors_consent(consent, vendor_id, expected):
+    request = decode_request(msgspec.json.encode({"id": "r", "imp": [{"id": "1"}],
+                                                  "regs": {"gdpr": 1},
+                                                  "user": {"consent": consent}}))
+
+    assert normalize(request, gdpr_vendor_id=vendor_id).has_user_consent is expected
 
 
 def test_medium_is_the_most_specific_object_sent():
