@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl
@@ -46,7 +47,7 @@ from bidding.markup import VAST_EVENTS
 from bidding.pricecrypt import PriceDecryptionError, decrypt_price
 from bidding.pricing import UnknownCurrency, convert
 from bidding.signing import signed_query, verify
-from campaign_express.backends.store import Store, StoreUnavailable
+from campaign_express.backends.store import Script, ScriptContext, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,29 @@ class NoticeAnswer:
     status: int  # 204 counted or ignored, 302 click redirect, 400 amount out of range,
     # 403 forged, 404, 503
     location: str = ""
+
+
+# KEYS: the campaign's conversion count and value, the click's counted marker. ARGV: the
+# value in micros, the marker's ttl. Counts the conversion once per click (bid). Returns 1
+# counted, 0 counted before.
+_COUNT_CONVERSION_LUA = """
+if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[2])) then return 0 end
+redis.call('INCRBY', KEYS[1], 1)
+redis.call('INCRBY', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def _count_conversion(ctx: ScriptContext, keys: Sequence[str], args: Sequence[int]) -> int:
+    if ctx.get(keys[2]):
+        return 0
+    ctx.set(keys[2], 1, args[1])
+    ctx.incrby(keys[0], 1)
+    ctx.incrby(keys[1], args[0])
+    return 1
+
+
+COUNT_CONVERSION = Script("conversion-count", _COUNT_CONVERSION_LUA, _count_conversion)
 
 
 class AmountOutOfRange(ValueError):
@@ -159,14 +183,21 @@ class NoticeHandler:
         except AmountOutOfRange:
             return _out_of_range("conversion", fields["bid"], query.get("value", ""))
         tag = f"conversions:{{c{fields['campaign']}}}"
+        once = f"notice:conversion:{fields['bid']}"
         try:
-            once = await self.store.incr_within(f"notice:conversion:{fields['bid']}", 1, limit=1,
-                                                ttl_seconds=ONCE_TTL_SECONDS)
-            if once is None:
+            if await self.store.incr_within(once, 1, limit=1,
+                                            ttl_seconds=ONCE_TTL_SECONDS) is None:
                 NOTICES.labels("conversion", "duplicate").inc()
                 return NoticeAnswer(204)
-            await self.store.incr_within(f"{tag}:count", 1, limit=2**62)
-            await self.store.incr_within(f"{tag}:value", to_micros(value), limit=2**62)
+            try:
+                await self.store.run(COUNT_CONVERSION, [
+                    f"{tag}:count", f"{tag}:value", f"{tag}:counted:{fields['bid']}"],
+                    [to_micros(value), ONCE_TTL_SECONDS])
+            except StoreUnavailable:
+                # Let a retry count it: the script marks what it counted in its own slot,
+                # so a retry after it ran unheard counts nothing twice.
+                await self.store.delete(once)
+                raise
         except StoreUnavailable:
             NOTICES.labels("conversion", "unavailable").inc()
             return NoticeAnswer(503)

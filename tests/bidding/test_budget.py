@@ -20,6 +20,7 @@ from bidding.budget import (
     unrestored_key,
     user_key,
 )
+from bidding.notices import COUNT_CONVERSION
 from bidding.snapshot import CampaignEntry
 from campaign_express.backends.redis_wire import ReplyError
 from campaign_express.backends.store import MemoryStore, RedisStore
@@ -197,6 +198,16 @@ async def test_a_cap_release_never_takes_a_pending_count_below_zero(store):
                                         minute=minute)
     assert await ledger.hold_cap(user="u1", campaign=campaign, hold_id="c", now=NOON + 60) is (
         False)  # b's pending impression still counts in its own minute's bucket
+
+
+async def test_a_conversion_is_counted_once_per_click_however_often_its_script_runs(store):
+    tag = f"conversions:{{c{campaign_id()}}}"
+    keys = [f"{tag}:count", f"{tag}:value", f"{tag}:counted:bid-1"]
+
+    runs = [await store.run(COUNT_CONVERSION, keys, [19_900_000, 60]) for _ in range(2)]
+
+    assert runs == [1, 0]
+    assert await store.get_many(keys[:2]) == [b"1", b"19900000"]
 
 
 async def test_a_bids_spend_is_committed_once_however_often_its_commit_runs(store):

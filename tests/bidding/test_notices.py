@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from bidding.budget import COMMIT, COUNT_IMPRESSION, spend_keys, user_key
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
-from bidding.notices import AmountOutOfRange, NoticeHandler, notice_amount
+from bidding.notices import COUNT_CONVERSION, AmountOutOfRange, NoticeHandler, notice_amount
 from bidding.service import BidderService
 from bidding.signing import signed_query
 from bidding.snapshot import ExchangeEntry
@@ -278,6 +278,26 @@ async def test_a_billing_retried_after_a_store_error_counts_spend_and_cap_once(
     # One impression counted of the two the cap allows: the next one reaches it.
     await service.engine.ledger.count_impression(user=user, campaign_id=1)
     assert await service.engine.ledger.capped(user=user, campaigns=capped) == {1}
+    await service.stop()
+
+
+@pytest.mark.parametrize("ran", [False, True], ids=["count-failed", "count-reply-lost"])
+async def test_a_conversion_retried_after_a_store_error_counts_once(tmp_path, ran):
+    store = FailsOnce()
+    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
+    await service.start()
+    service.install(snapshot(campaign(1, creative(11, "banner"))))
+    click = (await bid_urls(service))["click"]
+    async with client(service) as http:
+        landing = await http.get(click.removeprefix("http://127.0.0.1:8080"))
+        token = dict(parse_qsl(urlsplit(landing.headers["location"]).query))["ce_click"]
+        store.fail(COUNT_CONVERSION, ran=ran)
+        answers = [(await http.get(f"/v1/conversion?click={token}&value=19.90")).status_code
+                   for _ in range(3)]
+
+    assert answers == [503, 204, 204]
+    assert await store.get("conversions:{c1}:count") == b"1"
+    assert await store.get("conversions:{c1}:value") == b"19900000"
     await service.stop()
 
 
