@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from bidding import markup, metrics
 from bidding.budget import RESERVE_DAILY, RESERVE_OK, Ledger, to_micros, user_key
@@ -108,6 +108,7 @@ class BidEngine:
         # replaced together.
         self._served: tuple[CampaignIndex, EncodedOffers] | None = None
         self._store_down_until = 0.0
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     @property
     def index(self) -> CampaignIndex | None:
@@ -204,6 +205,7 @@ class BidEngine:
                         bids.append(self._bid(request, exchange, *deal, currency, user=user,
                                               now=now))
         except StoreUnavailable:
+            self._give_back_later(outcome)
             return self._store_failed(outcome)
         if not bids:
             budget = outcome.refusals["daily_budget"] + outcome.refusals["total_budget"]
@@ -215,6 +217,14 @@ class BidEngine:
                                        cur=currency,
                                        seatbid=[SeatBid(seat=exchange.seat, bid=bids)])
         return outcome
+
+    def _give_back_later(self, outcome: Outcome) -> None:
+        """After a store error, the holds the request took are given back once the answer is
+        on its way (the error may have passed; if not, they lapse)."""
+        if outcome.holds:
+            task = asyncio.ensure_future(self.give_back(outcome, list(outcome.holds)))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
 
     async def give_back(self, outcome: Outcome, bid_ids: list[str]) -> None:
         """Gives back the budget and cap holds of bids of ``outcome`` that are not sent after
@@ -262,9 +272,15 @@ class BidEngine:
                                                         now=now)
                 held = True
             else:
-                cap_held, held = await asyncio.gather(
+                results = await asyncio.gather(
                     self.ledger.hold_cap(user=user, campaign=campaign, hold_id=bid_id, now=now),
-                    self._hold(request, offer, price, currency, rates, bid_id, now, outcome))
+                    self._hold(request, offer, price, currency, rates, bid_id, now, outcome),
+                    return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        outcome.holds[bid_id] = campaign  # what the other took goes back too
+                        raise result
+                cap_held, held = cast(tuple[bool, bool], results)
             if not cap_held:
                 metrics.FREQUENCY_CAPPED.inc()
                 outcome.refusals["frequency_cap"] += 1

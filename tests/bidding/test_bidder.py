@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bidding.budget import user_key
+from bidding.budget import RESERVE, user_key
 from bidding.eligibility import WEEKDAYS
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.nbr import NoBid
@@ -25,7 +25,7 @@ from bidding.openrtb.response import decode_response
 from bidding.service import BidderService
 from bidding.signing import verify
 from campaign_express.backends.bus import InProcessBus
-from campaign_express.backends.store import MemoryStore
+from campaign_express.backends.store import MemoryStore, StoreUnavailable
 from tests.bidding.bidder_fixtures import (
     NOW,
     SECRET,
@@ -595,6 +595,37 @@ async def test_a_loss_notice_gives_the_users_capped_impression_back(tmp_path):
     assert held.status_code == 204  # the first bid holds the only impression
     assert loss.status_code == 204
     assert after_loss.status_code == 200
+    await service.stop()
+
+
+class FailingBudgetOnce(MemoryStore):
+    """A store whose first budget hold fails before it runs, as a Redis blip would."""
+
+    failed = False
+
+    async def run(self, script, keys, args):
+        if script is RESERVE and not self.failed:
+            self.failed = True
+            raise StoreUnavailable("redis: connection reset")
+        return await super().run(script, keys, args)
+
+
+async def test_a_cap_hold_taken_beside_a_failed_budget_hold_is_given_back(tmp_path):
+    """The request fails closed; the user's only impression, held beside the failed budget
+    hold, is not left taken for minutes."""
+    store = FailingBudgetOnce()
+    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
+    await service.start()
+    service.install(snapshot(campaign(1, creative(11, "banner"), frequency_cap_lifetime=1)))
+    service.engine.settings = dataclasses.replace(service.engine.settings,
+                                                  store_retry_seconds=0.0)  # a blip, gone
+    request = fixture("banner-site-2.6.json")
+
+    failed = await post(service, request)
+    await asyncio.sleep(0.01)  # the holds go back once the answer is on its way
+    after = await post(service, {**request, "id": "r2"})
+
+    assert (failed.status_code, after.status_code) == (204, 200)
     await service.stop()
 
 
