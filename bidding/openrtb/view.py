@@ -30,6 +30,7 @@ from typing import Any, Literal
 import msgspec
 
 from bidding.openrtb import tcf
+from bidding.openrtb.gpp import allows_targeted_ads
 from bidding.openrtb.request import (
     Audio,
     Banner,
@@ -167,10 +168,12 @@ class RequestView(msgspec.Struct, frozen=True, gc=False):
     `has_user_consent` is the conservative gate for using personal data. It is False when
     COPPA applies, or GDPR applies and the TCF v2 consent string does not consent to
     purposes 1, 3 and 4 (`bidding.openrtb.tcf`; no string, or one that cannot be read, does
-    not), or `us_privacy` says "Y" (opted out of sale) in its third character, or `gpp_sid`
-    names sections that apply while `gpp` carries no string, or `lmt` or `dnt` is set; True
-    otherwise. With ``gdpr_vendor_id`` (`CAMPAIGN_EXPRESS__GDPR__VENDOR_ID`), the TCF
-    string must also give that vendor consent. GPP sections are not decoded.
+    not), or `us_privacy` says "Y" (opted out of sale) in its third character, or a GPP
+    section that `gpp_sid` names as applying is missing from `gpp` or refuses
+    (`bidding.openrtb.gpp`: the EU TCF section, US privacy, or an opt-out of sale, sharing or
+    targeted advertising in the US national and state sections), or `lmt` or `dnt` is set;
+    True otherwise. With ``gdpr_vendor_id`` (`CAMPAIGN_EXPRESS__GDPR__VENDOR_ID`), a TCF
+    string must also give that vendor consent.
     """
 
     request_id: str
@@ -263,7 +266,8 @@ def normalize(request: BidRequest, *, gdpr_vendor_id: int | None = None) -> Requ
         or (gdpr is True
             and not tcf.allows_personalised_ads(consent, vendor_id=gdpr_vendor_id))
         or (len(us_privacy) >= 3 and us_privacy[2].upper() == "Y")
-        or (bool(gpp_sid) and not gpp)
+        or (bool(gpp_sid)
+            and not allows_targeted_ads(gpp, gpp_sid, vendor_id=gdpr_vendor_id))
         or limits_ad_tracking
         or do_not_track)
 

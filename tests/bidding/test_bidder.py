@@ -362,7 +362,7 @@ async def test_with_a_vendor_id_a_consent_string_without_our_vendor_uses_no_user
     await service.start()
     service.install(snapshot(campaign(1, creative(11, "banner"))))
 
-    request = fixture("banner-site-2.6.json")
+    request = {**fixture("banner-site-2.6.json"), "regs": {"gdpr": 1}}
     ours = {**request, "user": {**request["user"], "consent": TCF_PURPOSES_1_TO_4_VENDOR_755}}
 
     users = []

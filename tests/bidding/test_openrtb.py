@@ -321,8 +321,11 @@ TCF_PURPOSES_1_TO_4_VENDOR_755 = ("CPXegUAPXegUAAfKABENB-EgAPAAAAAAAAYgF5g" + "A
     ({"device": {"dnt": True}}, False),
     ({"regs": {"ext": {"gdpr": "1"}}}, False),
     ({"regs": {"gpp_sid": [2]}}, False),  # a GPP section applies, and no GPP string
+    # GPP's EU TCF section (2): one that refuses every purpose, then one that consents.
     ({"regs": {"gpp": "DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA", "gpp_sid": [2]}},
-     True),
+     False),
+    ({"regs": {"gpp": "DBABMA~" + TCF_PURPOSES_1_TO_4, "gpp_sid": [2]}}, True),
+    ({"regs": {"gpp": "DBABMA~" + TCF_PURPOSES_1_TO_4, "gpp_sid": [7]}}, False),  # no usnat
     ({"regs": {"ext": {"gpp_sid": [7]}}}, False),
     ({"regs": {"gpp_sid": []}}, True),
 ])
