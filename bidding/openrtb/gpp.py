@@ -27,14 +27,10 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 from bidding.openrtb import tcf
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_SEXTETS = {character: value for value, character in enumerate(_ALPHABET)}
+from bidding.openrtb.bits import Bits, Malformed
 
 _HEADER_TYPE = 3
 _HEADER_VERSION = 1
@@ -43,10 +39,6 @@ _USP_V1 = 6
 _US_NATIONAL = 7
 # A Fibonacci code past this many bits exceeds any id a real string carries (F(32) > 3.5 M).
 _MAX_FIBONACCI_BITS = 32
-
-
-class _Malformed(Exception):
-    """Not a GPP string this module can read; the public function answers False."""
 
 
 class _UsLayout:
@@ -60,7 +52,7 @@ class _UsLayout:
         self.child_consents = child_consents  # (offset, entry count) of KnownChild...Consents
         self.length = length  # bits up to the end of MspaServiceProviderMode
 
-    def allows(self, bits: _Bits) -> bool:
+    def allows(self, bits: Bits) -> bool:
         bits.require(self.length)
         if bits.read(0, 6) != 1:
             return False
@@ -97,41 +89,18 @@ _US_NATIONAL_CURRENT = _UsLayout(opt_outs=(18, 20, 22), child_consents=(56, 3), 
 _US_NATIONAL_LEGACY = _UsLayout(opt_outs=(18, 20, 22), child_consents=(48, 2), length=60)
 
 
-class _Bits:
-    """The base64url sextets of one segment as one big-endian integer."""
-
-    __slots__ = ("_value", "length")
-
-    def __init__(self, segment: str) -> None:
-        if not _BASE64URL.fullmatch(segment):
-            raise _Malformed
-        value = 0
-        for character in segment:
-            value = (value << 6) | _SEXTETS[character]
-        self._value = value
-        self.length = len(segment) * 6
-
-    def require(self, end: int) -> None:
-        """Refuses a segment shorter than `end` bits."""
-        if end > self.length:
-            raise _Malformed
-
-    def read(self, offset: int, width: int) -> int:
-        self.require(offset + width)
-        return (self._value >> (self.length - offset - width)) & ((1 << width) - 1)
-
-    def read_fibonacci(self, offset: int) -> tuple[int, int]:
-        """The Fibonacci-coded integer at `offset` (bit i worth F(i+2), ended by "11") and the
-        offset after it."""
-        value, previous, weights = 0, 0, (1, 2)
-        for position in range(offset, offset + _MAX_FIBONACCI_BITS):
-            bit = self.read(position, 1)
-            if bit and previous:
-                return value, position + 1
-            value += bit * weights[0]
-            weights = (weights[1], weights[0] + weights[1])
-            previous = bit
-        raise _Malformed
+def _read_fibonacci(bits: Bits, offset: int) -> tuple[int, int]:
+    """The Fibonacci-coded integer at `offset` (bit i worth F(i+2), ended by "11") and the
+    offset after it."""
+    value, previous, weights = 0, 0, (1, 2)
+    for position in range(offset, offset + _MAX_FIBONACCI_BITS):
+        bit = bits.read(position, 1)
+        if bit and previous:
+            return value, position + 1
+        value += bit * weights[0]
+        weights = (weights[1], weights[0] + weights[1])
+        previous = bit
+    raise Malformed
 
 
 def allows_targeted_ads(
@@ -163,7 +132,7 @@ def _allows(gpp: str, applicable: tuple[int, ...], vendor_id: int | None) -> boo
     requests."""
     header, *sections = gpp.split("~")
     try:
-        section_ids = _section_ids(_Bits(header), len(sections))
+        section_ids = _section_ids(Bits(header), len(sections))
         if len(section_ids) != len(sections):
             return False
         by_id = dict(zip(section_ids, sections, strict=True))
@@ -171,29 +140,29 @@ def _allows(gpp: str, applicable: tuple[int, ...], vendor_id: int | None) -> boo
             section_id in by_id and _section_allows(section_id, by_id[section_id], vendor_id)
             for section_id in applicable
         )
-    except _Malformed:
+    except Malformed:
         return False
 
 
-def _section_ids(header: _Bits, section_count: int) -> list[int]:
+def _section_ids(header: Bits, section_count: int) -> list[int]:
     """The header's section ids in order; stops at more ids than there are sections, so a
     forged range length cannot make it expand millions of ids."""
     if header.read(0, 6) != _HEADER_TYPE or header.read(6, 6) != _HEADER_VERSION:
-        raise _Malformed
+        raise Malformed
     entry_count = header.read(12, 12)
     offset = 24
     previous = 0
     section_ids: list[int] = []
     for _ in range(entry_count):
         is_a_range = header.read(offset, 1)
-        start, offset = header.read_fibonacci(offset + 1)
+        start, offset = _read_fibonacci(header, offset + 1)
         start += previous
         end = start
         if is_a_range:
-            length, offset = header.read_fibonacci(offset)
+            length, offset = _read_fibonacci(header, offset)
             end = start + length
         if len(section_ids) + end - start + 1 > section_count:
-            raise _Malformed
+            raise Malformed
         section_ids.extend(range(start, end + 1))
         previous = end
     return section_ids
@@ -206,11 +175,11 @@ def _section_allows(section_id: int, section: str, vendor_id: int | None) -> boo
         return _us_privacy_allows(section)
     core, _, _ = section.partition(".")
     if section_id == _US_NATIONAL:
-        bits = _Bits(core)
+        bits = Bits(core)
         legacy = bits.length < _US_NATIONAL_CURRENT.length
         return (_US_NATIONAL_LEGACY if legacy else _US_NATIONAL_CURRENT).allows(bits)
     layout = _US_STATES.get(section_id)
-    return layout is not None and layout.allows(_Bits(core))
+    return layout is not None and layout.allows(Bits(core))
 
 
 def _us_privacy_allows(section: str) -> bool:

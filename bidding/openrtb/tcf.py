@@ -16,9 +16,9 @@ Django-free: the bidder imports it.
 
 from __future__ import annotations
 
-import base64
-import re
 from functools import lru_cache
+
+from bidding.openrtb.bits import Bits, Malformed
 
 # TCF v2.2 Purposes that personalised advertising needs, all on the legal basis of consent:
 # 1 store and/or access information on a device, 3 create profiles for personalised
@@ -32,38 +32,6 @@ _PURPOSES_CONSENT = 152  # 24 bits, purpose 1 first
 _MAX_VENDOR_ID = 213  # after PurposesLITransparency 24, PurposeOneTreatment 1, PublisherCC 12
 _IS_RANGE_ENCODING = 229
 _VENDOR_ENTRIES = 230  # the BitField, or NumEntries and the range entries
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class _Malformed(Exception):
-    """The string is not a TCF v2 core segment; the public function answers False."""
-
-
-class _Bits:
-    """The base64url sextets of one segment as one big-endian integer."""
-
-    __slots__ = ("_length", "_padded_length", "_value")
-
-    def __init__(self, segment: str) -> None:
-        if not _BASE64URL.fullmatch(segment):
-            raise _Malformed
-        # Padding with "A" (zero sextets) to whole bytes keeps every bit where it was.
-        data = base64.urlsafe_b64decode(segment + "A" * (-len(segment) % 4))
-        self._value = int.from_bytes(data, "big")
-        self._padded_length = len(data) * 8
-        self._length = len(segment) * 6
-
-    def require(self, end: int) -> None:
-        """Refuses a segment shorter than `end` bits."""
-        if end > self._length:
-            raise _Malformed
-
-    def read(self, offset: int, width: int) -> int:
-        self.require(offset + width)
-        shift = self._padded_length - offset - width
-        return (self._value >> shift) & ((1 << width) - 1)
-
 
 def allows_personalised_ads(consent: str, *, vendor_id: int | None = None) -> bool:
     """Whether the TC string consents to purposes 1, 3 and 4 (and, when `vendor_id` is
@@ -86,18 +54,18 @@ def _core_allows(core: str, vendor_id: int | None) -> bool:
     """Cached per core segment: a user's string repeats on each of their requests, and the
     part after the first "." (disclosed vendors, publisher TC) does not change the answer."""
     try:
-        bits = _Bits(core)
+        bits = Bits(core)
         if bits.read(0, 6) != 2:
             return False
         purposes = bits.read(_PURPOSES_CONSENT, 24)
         has_purposes = all((purposes >> (24 - purpose)) & 1 for purpose in REQUIRED_PURPOSES)
         has_vendor = _vendor_consented(bits, vendor_id)
-    except _Malformed:
+    except Malformed:
         return False
     return has_purposes and (vendor_id is None or has_vendor)
 
 
-def _vendor_consented(bits: _Bits, vendor_id: int | None) -> bool:
+def _vendor_consented(bits: Bits, vendor_id: int | None) -> bool:
     """Decodes the whole vendor consent section, so a truncated string is refused whether or
     not a vendor is asked about."""
     max_vendor_id = bits.read(_MAX_VENDOR_ID, 16)
@@ -117,7 +85,7 @@ def _vendor_consented(bits: _Bits, vendor_id: int | None) -> bool:
             end = bits.read(offset, 16)
             offset += 16
         if not 1 <= start <= end <= max_vendor_id:
-            raise _Malformed
+            raise Malformed
         if vendor_id is not None and start <= vendor_id <= end:
             consented = True
     return consented

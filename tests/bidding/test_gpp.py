@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bidding.openrtb import gpp
+from bidding.openrtb.bits import Bits
 from bidding.openrtb.gpp import allows_targeted_ads
 from tests.bidding.test_tcf import base64_url, decode_bits
 from tests.bidding.test_tcf import decode as decode_tc_string
@@ -141,7 +142,7 @@ REFUSING_TC = tc_string(purposes=(1, 2))
 def test_the_encoder_round_trips_ids_singly_and_as_ranges():
     for ids in ([2], [7, 8], [2, 6, 7, 8, 9, 10, 12], [1, 300, 301, 302, 5000]):
         assert decode_header(header(ids)) == {"type": 3, "version": 1, "section_ids": ids}
-        section_ids = gpp._section_ids(gpp._Bits(header(ids)), len(ids))
+        section_ids = gpp._section_ids(Bits(header(ids)), len(ids))
         assert section_ids == ids
 
 
