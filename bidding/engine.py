@@ -184,9 +184,8 @@ class BidEngine:
             for choices in ranked.values():
                 choices.sort(key=lambda choice: (choice[0], choice[1]), reverse=True)
                 reached: set[int] = set()  # campaigns at this user's cap
-                chosen = await self._choose(request, choices, user=user, currency=currency,
-                                            rates=rates, now=now, outcome=outcome,
-                                            reached=reached)
+                chosen = await self._choose(request, choices, currency=currency, rates=rates,
+                                            now=now, outcome=outcome, reached=reached)
                 if chosen is None:
                     continue
                 bids.append(self._bid(request, exchange, *chosen, currency, user=user, now=now))
@@ -199,7 +198,7 @@ class BidEngine:
                     after = choices[position + 1:]
                     deal = await self._choose(
                         request, [choice for choice in after if choice[2].deal is not None],
-                        user=user, currency=currency, rates=rates, now=now, outcome=outcome,
+                        currency=currency, rates=rates, now=now, outcome=outcome,
                         reached=reached)
                     if deal is not None:
                         bids.append(self._bid(request, exchange, *deal, currency, user=user,
@@ -244,16 +243,17 @@ class BidEngine:
                 return
 
     async def _choose(self, request: RequestView,
-                      choices: list[tuple[Decimal, float, _Offer]], *, user: str,
-                      currency: str, rates: dict[str, Decimal], now: float,
-                      outcome: Outcome, reached: set[int]) -> tuple[_Offer, Decimal, str] | None:
+                      choices: list[tuple[Decimal, float, _Offer]], *, currency: str,
+                      rates: dict[str, Decimal], now: float, outcome: Outcome,
+                      reached: set[int]) -> tuple[_Offer, Decimal, str] | None:
         """The best of an impression's choices that may bid, its price and bid id: its cost
         held on its budget and, for a campaign with frequency caps, one impression of the
         user's caps held (`Ledger.hold_cap`), the two in one round trip to Redis. What one
         hold took when the other refused is given back. A test auction (`test=1`) is never
         billed: it holds nothing, and only reads the caps. ``reached`` gathers the campaigns
-        found at the user's cap, not tried again."""
-        minute = int(now // 60)
+        found at the user's cap, not tried again. The holds are for `outcome.user` in
+        `outcome.minute`."""
+        user, minute = outcome.user, outcome.minute
         for price, _, offer in choices:
             campaign = offer.candidate.campaign
             if campaign.id in reached:
