@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bidding.service import BidderService
 from bidding.snapshot import CampaignEntry, CreativeEntry, ExchangeEntry, Snapshot, encode
 from campaign_express import env
 from campaign_express.backends.bus import InProcessBus
-from campaign_express.backends.store import MemoryStore
+from campaign_express.backends.store import MemoryStore, Script, StoreUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = b"s" * 40  # the bidder's secret key in these tests: it signs notice URLs
@@ -83,11 +84,32 @@ def config(tmp_path, **overrides) -> env.Config:
                                **overrides)
 
 
-async def started_service(tmp_path, *campaigns: CampaignEntry) -> BidderService:
-    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=MemoryStore())
+async def started_service(tmp_path, *campaigns: CampaignEntry, store: MemoryStore | None = None,
+                          **settings) -> BidderService:
+    """A started bidder serving ``campaigns`` (the broad ones when none), on ``store`` (a
+    fresh MemoryStore when None), with ``settings`` replacing fields of its config."""
+    service = BidderService(config=config(tmp_path, **settings), bus=InProcessBus(),
+                            store=store or MemoryStore())
     await service.start()
     service.install(snapshot(*(campaigns or broad_campaigns())))
     return service
+
+
+class FailsOnce(MemoryStore):
+    """A store whose next run of `script` fails: before it runs (``ran=False``), or after
+    it ran with its reply lost (``ran=True``, a reply timeout)."""
+
+    def fail(self, script: Script, *, ran: bool) -> None:
+        self.failing = (script, ran)
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[int]) -> int:
+        failing = getattr(self, "failing", None)
+        if failing is None or failing[0] is not script:
+            return await super().run(script, keys, args)
+        self.failing = None
+        if failing[1]:
+            await super().run(script, keys, args)
+        raise StoreUnavailable("redis: timed out")
 
 
 def client(service: BidderService, client_address: str = "127.0.0.1") -> httpx.AsyncClient:

@@ -25,10 +25,10 @@ from bidding.openrtb.response import decode_response
 from bidding.service import BidderService
 from bidding.signing import verify
 from campaign_express.backends.bus import InProcessBus
-from campaign_express.backends.store import MemoryStore, StoreUnavailable
 from tests.bidding.bidder_fixtures import (
     NOW,
     SECRET,
+    FailsOnce,
     broad_campaigns,
     campaign,
     client,
@@ -357,10 +357,8 @@ async def test_with_a_vendor_id_a_consent_string_without_our_vendor_uses_no_user
         tmp_path):
     """banner-site-2.6.json consents to purposes 1 to 4 and to no vendor: no user-level data
     (no user in the notice URLs) until the string also consents to vendor 755."""
-    service = BidderService(config=dataclasses.replace(config(tmp_path), gdpr_vendor_id=755),
-                            bus=InProcessBus(), store=MemoryStore())
-    await service.start()
-    service.install(snapshot(campaign(1, creative(11, "banner"))))
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner")),
+                                    gdpr_vendor_id=755)
 
     request = {**fixture("banner-site-2.6.json"), "regs": {"gdpr": 1}}
     ours = {**request, "user": {**request["user"], "consent": TCF_PURPOSES_1_TO_4_VENDOR_755}}
@@ -598,25 +596,13 @@ async def test_a_loss_notice_gives_the_users_capped_impression_back(tmp_path):
     await service.stop()
 
 
-class FailingBudgetOnce(MemoryStore):
-    """A store whose first budget hold fails before it runs, as a Redis blip would."""
-
-    failed = False
-
-    async def run(self, script, keys, args):
-        if script is RESERVE and not self.failed:
-            self.failed = True
-            raise StoreUnavailable("redis: connection reset")
-        return await super().run(script, keys, args)
-
-
 async def test_a_cap_hold_taken_beside_a_failed_budget_hold_is_given_back(tmp_path):
     """The request fails closed; the user's only impression, held beside the failed budget
     hold, is not left taken for minutes."""
-    store = FailingBudgetOnce()
-    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
-    await service.start()
-    service.install(snapshot(campaign(1, creative(11, "banner"), frequency_cap_lifetime=1)))
+    store = FailsOnce()
+    service = await started_service(
+        tmp_path, campaign(1, creative(11, "banner"), frequency_cap_lifetime=1), store=store)
+    store.fail(RESERVE, ran=False)  # a Redis blip before the budget hold runs
     service.engine.settings = dataclasses.replace(service.engine.settings,
                                                   store_retry_seconds=0.0)  # a blip, gone
     request = fixture("banner-site-2.6.json")

@@ -14,17 +14,14 @@ from prometheus_client import REGISTRY
 from bidding.budget import COMMIT, COUNT_IMPRESSION, spend_keys, user_key
 from bidding.engine import CAMPAIGN_NOTICE_FIELDS, NOTICE_FIELDS
 from bidding.notices import COUNT_CONVERSION, AmountOutOfRange, NoticeHandler, notice_amount
-from bidding.service import BidderService
 from bidding.signing import signed_query
 from bidding.snapshot import ExchangeEntry
-from campaign_express.backends.bus import InProcessBus
-from campaign_express.backends.store import MemoryStore, StoreUnavailable
 from tests.bidding.bidder_fixtures import (
     EXCHANGES,
     SECRET,
+    FailsOnce,
     campaign,
     client,
-    config,
     creative,
     fixture,
     snapshot,
@@ -235,33 +232,14 @@ async def test_a_test_auction_holds_no_budget_and_its_billing_counts_nothing(bid
         user=user_key("ce-user-123"), campaigns=service.engine.index.snapshot.campaigns) == set()
 
 
-class FailsOnce(MemoryStore):
-    """A store whose next run of `script` fails: before it runs (``ran=False``), or after
-    it ran with its reply lost (``ran=True``, a reply timeout)."""
-
-    def fail(self, script, *, ran: bool) -> None:
-        self.failing = (script, ran)
-
-    async def run(self, script, keys, args):
-        failing = getattr(self, "failing", None)
-        if failing is None or failing[0] is not script:
-            return await super().run(script, keys, args)
-        self.failing = None
-        if failing[1]:
-            await super().run(script, keys, args)
-        raise StoreUnavailable("redis: timed out")
-
-
 @pytest.mark.parametrize(("script", "ran"), [(COMMIT, True), (COUNT_IMPRESSION, False),
                                              (COUNT_IMPRESSION, True)],
                          ids=["commit-reply-lost", "cap-count-failed", "cap-count-reply-lost"])
 async def test_a_billing_retried_after_a_store_error_counts_spend_and_cap_once(
         tmp_path, script, ran):
     store = FailsOnce()
-    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
-    await service.start()
-    service.install(snapshot(campaign(1, creative(11, "banner"), frequency_cap_day=2,
-                                      pacing="accelerated")))
+    service = await started_service(tmp_path, campaign(
+        1, creative(11, "banner"), frequency_cap_day=2, pacing="accelerated"), store=store)
     handler = NoticeHandler(store=store, ledger=service.engine.ledger, secret=SECRET)
     billing = (await bid_urls(service))["billing"]
     store.fail(script, ran=ran)
@@ -284,9 +262,7 @@ async def test_a_billing_retried_after_a_store_error_counts_spend_and_cap_once(
 @pytest.mark.parametrize("ran", [False, True], ids=["count-failed", "count-reply-lost"])
 async def test_a_conversion_retried_after_a_store_error_counts_once(tmp_path, ran):
     store = FailsOnce()
-    service = BidderService(config=config(tmp_path), bus=InProcessBus(), store=store)
-    await service.start()
-    service.install(snapshot(campaign(1, creative(11, "banner"))))
+    service = await started_service(tmp_path, campaign(1, creative(11, "banner")), store=store)
     click = (await bid_urls(service))["click"]
     async with client(service) as http:
         landing = await http.get(click.removeprefix("http://127.0.0.1:8080"))
